@@ -1,0 +1,30 @@
+# pgtenant: `make test` prepares Docker and a PostgreSQL image (see
+# scripts/ensure-postgres.sh), then vets and runs every test with -race.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+export TESTCONTAINERS_RYUK_DISABLED ?= true
+export TESTCONTAINERS_HOST_OVERRIDE ?= 127.0.0.1
+
+GO ?= go
+BENCH ?= .
+BENCHTIME ?= 3s
+
+.PHONY: test vet bench fuzz image
+
+image:
+	@scripts/ensure-postgres.sh
+
+test:
+	export PGTENANT_POSTGRES_IMAGE=$$(scripts/ensure-postgres.sh); \
+	echo "using image $$PGTENANT_POSTGRES_IMAGE"; \
+	$(GO) vet ./...; \
+	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }; \
+	$(GO) test -race -count=1 ./...
+
+bench:
+	export PGTENANT_POSTGRES_IMAGE=$$(scripts/ensure-postgres.sh); \
+	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./integration/...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzIdentifier -fuzztime 30s ./schema/

@@ -1,0 +1,3 @@
+module schneider.vip/retryspool/storage/data
+
+go 1.21
