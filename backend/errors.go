@@ -1,0 +1,85 @@
+package backend
+
+import (
+	"errors"
+	"fmt"
+	"unicode/utf8"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	datastorage "schneider.vip/retryspool/storage/data"
+)
+
+// MaxMessageIDLength is the longest message id accepted, in bytes; the
+// message_id column is VARCHAR(255).
+const MaxMessageIDLength = 255
+
+var (
+	// ErrInvalidMessageID reports a message id that is empty, longer than
+	// 255 bytes, not valid UTF-8 or containing NUL. It is returned before any
+	// SQL runs.
+	ErrInvalidMessageID = errors.New("pgtenant: invalid message id")
+	// ErrTableMissing reports that the table (or its schema) does not exist:
+	// SQLSTATE 42P01 or 3F000.
+	ErrTableMissing = errors.New("pgtenant: table does not exist")
+	// ErrStalePlan reports a prepared statement invalidated by DDL: SQLSTATE
+	// 0A000, "cached plan must not change result type". pgx drops the
+	// statement from its cache, so running the statement again succeeds.
+	ErrStalePlan = errors.New("pgtenant: cached plan is stale")
+	// ErrGuardFailed reports a write refused by the Target's write guard;
+	// nothing was written.
+	ErrGuardFailed = errors.New("pgtenant: write condition not met")
+	// ErrClosed reports use of a closed backend, reader or writer.
+	ErrClosed = errors.New("pgtenant: closed")
+	// ErrTextMode reports a pgx exec mode that sends BYTEA as text.
+	ErrTextMode = errors.New("pgtenant: exec mode sends BYTEA as text; use a cached-statement or describe mode")
+)
+
+// ValidateMessageID returns nil for an acceptable message id and otherwise an
+// error that errors.Is ErrInvalidMessageID.
+func ValidateMessageID(id string) error {
+	switch {
+	case id == "":
+		return fmt.Errorf("%w: empty", ErrInvalidMessageID)
+	case len(id) > MaxMessageIDLength:
+		return fmt.Errorf("%w: %d bytes, at most %d allowed", ErrInvalidMessageID, len(id), MaxMessageIDLength)
+	case !utf8.ValidString(id):
+		return fmt.Errorf("%w: not valid UTF-8", ErrInvalidMessageID)
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] == 0 {
+			return fmt.Errorf("%w: contains NUL", ErrInvalidMessageID)
+		}
+	}
+	return nil
+}
+
+// translate maps driver errors onto the package's sentinels, keeping the
+// original error in the chain.
+func translate(err error) error {
+	if err == nil {
+		return nil
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return datastorage.ErrDataNotFound
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "42P01", "3F000":
+			return fmt.Errorf("%w: %w", ErrTableMissing, err)
+		case "0A000":
+			return fmt.Errorf("%w: %w", ErrStalePlan, err)
+		}
+	}
+	return err
+}
+
+// checkExecMode refuses the modes that send BYTEA as hex text.
+func checkExecMode(m pgx.QueryExecMode) error {
+	switch m {
+	case pgx.QueryExecModeExec, pgx.QueryExecModeSimpleProtocol:
+		return fmt.Errorf("%w (got %v)", ErrTextMode, m)
+	}
+	return nil
+}

@@ -1,0 +1,201 @@
+// Package pgtest starts the PostgreSQL container the integration tests run
+// against and hands each test a database of its own.
+package pgtest
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/testcontainers/testcontainers-go"
+	"github.com/testcontainers/testcontainers-go/modules/postgres"
+	"go.uber.org/goleak"
+)
+
+// DefaultImage is used when PGTENANT_POSTGRES_IMAGE is not set.
+const DefaultImage = "postgres:17-alpine"
+
+var (
+	container  *postgres.PostgresContainer
+	adminDSN   string
+	skipReason string
+	adminOnce  sync.Once
+	adminPool  *pgxpool.Pool
+	adminErr   error
+	dbCounter  atomic.Int64
+)
+
+// Main starts the container, runs the package's tests, removes the
+// container and checks for leaked goroutines. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { pgtest.Main(m) }
+func Main(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	err := start(ctx)
+	cancel()
+	if err != nil {
+		skipReason = "no PostgreSQL container (" + firstLine(err.Error()) + "); run `make test` to prepare Docker"
+		if os.Getenv("PGTENANT_REQUIRE_DOCKER") == "1" {
+			fmt.Fprintln(os.Stderr, "FAIL: PGTENANT_REQUIRE_DOCKER=1 but", skipReason)
+			return 1
+		}
+		fmt.Fprintln(os.Stderr, "skipping integration tests:", skipReason)
+	}
+	code := m.Run()
+	if adminPool != nil {
+		adminPool.Close()
+	}
+	if container != nil {
+		if err := testcontainers.TerminateContainer(container); err != nil {
+			fmt.Fprintln(os.Stderr, "terminating container:", err)
+			code = 1
+		}
+	}
+	if code == 0 {
+		if err := goleak.Find(goleak.IgnoreCurrent(), goleak.IgnoreAnyFunction("net/http.(*persistConn).readLoop"),
+			goleak.IgnoreAnyFunction("net/http.(*persistConn).writeLoop"),
+			goleak.IgnoreAnyFunction("internal/poll.runtime_pollWait")); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutine leak:", err)
+			code = 1
+		}
+	}
+	return code
+}
+
+func start(ctx context.Context) error {
+	image := os.Getenv("PGTENANT_POSTGRES_IMAGE")
+	if image == "" {
+		image = DefaultImage
+	}
+	c, err := postgres.Run(ctx, image,
+		postgres.WithDatabase("pgtenant"),
+		postgres.WithUsername("postgres"),
+		postgres.WithPassword("postgres"),
+		postgres.BasicWaitStrategies(),
+		testcontainers.WithCmdArgs("-c", "max_connections=400", "-c", "max_locks_per_transaction=256"),
+	)
+	if err != nil {
+		if c != nil {
+			_ = testcontainers.TerminateContainer(c)
+		}
+		return err
+	}
+	container = c
+	dsn, err := c.ConnectionString(ctx, "sslmode=disable")
+	if err != nil {
+		return err
+	}
+	adminDSN = dsn
+	return nil
+}
+
+func firstLine(s string) string {
+	s, _, _ = strings.Cut(s, "\n")
+	if len(s) > 200 {
+		s = s[:200] + "..."
+	}
+	return s
+}
+
+// Container returns the running container; the test is skipped without one.
+func Container(t testing.TB) *postgres.PostgresContainer {
+	t.Helper()
+	need(t)
+	return container
+}
+
+func need(t testing.TB) {
+	t.Helper()
+	if adminDSN == "" {
+		if skipReason == "" {
+			t.Fatal("pgtest: TestMain does not call pgtest.Main")
+		}
+		t.Skip(skipReason)
+	}
+}
+
+func admin(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	need(t)
+	adminOnce.Do(func() {
+		adminPool, adminErr = pgxpool.New(context.Background(), adminDSN)
+	})
+	if adminErr != nil {
+		t.Fatalf("pgtest: admin pool: %v", adminErr)
+	}
+	return adminPool
+}
+
+var nonWord = regexp.MustCompile(`[^a-z0-9]+`)
+
+// NewDatabase creates an empty database for t and returns its DSN. The DSN
+// sets search_path to '' so that any unqualified SQL fails. The database is
+// dropped when t passes and kept, with its name logged, when it fails.
+func NewDatabase(t testing.TB) string {
+	t.Helper()
+	pool := admin(t)
+	name := nonWord.ReplaceAllString(strings.ToLower(t.Name()), "_")
+	if len(name) > 40 {
+		name = name[:40]
+	}
+	name = fmt.Sprintf("test_%s_%d", name, dbCounter.Add(1))
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("pgtest: creating database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("pgtest: kept database %s for debugging", name)
+			return
+		}
+		if _, err := pool.Exec(ctx, "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
+			t.Errorf("pgtest: dropping database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(adminDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	q := u.Query()
+	q.Set("search_path", "")
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// NewPool opens a pool on dsn that is closed when t ends. Its connections
+// set search_path to '' in AfterConnect, so unqualified SQL fails. change,
+// if not nil, may adjust the configuration first.
+func NewPool(t testing.TB, dsn string, change func(*pgxpool.Config)) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
+		_, err := c.Exec(ctx, "SET search_path = ''")
+		return err
+	}
+	if change != nil {
+		change(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
