@@ -18,7 +18,7 @@ import (
 )
 
 // backendBundle is what a backend test needs: a database, a pool on it
-// (search_path '') and a fresh table name per call of next.
+// (search_path ”) and a fresh table name per call of next.
 type backendBundle struct {
 	dsn  string
 	pool *pgxpool.Pool

@@ -142,7 +142,7 @@ func admin(t testing.TB) *pgxpool.Pool {
 var nonWord = regexp.MustCompile(`[^a-z0-9]+`)
 
 // NewDatabase creates an empty database for t and returns its DSN. The DSN
-// sets search_path to '' so that any unqualified SQL fails. The database is
+// sets search_path to ” so that any unqualified SQL fails. The database is
 // dropped when t passes and kept, with its name logged, when it fails.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
@@ -177,7 +177,7 @@ func NewDatabase(t testing.TB) string {
 }
 
 // NewPool opens a pool on dsn that is closed when t ends. Its connections
-// set search_path to '' in AfterConnect, so unqualified SQL fails. change,
+// set search_path to ” in AfterConnect, so unqualified SQL fails. change,
 // if not nil, may adjust the configuration first.
 func NewPool(t testing.TB, dsn string, change func(*pgxpool.Config)) *pgxpool.Pool {
 	t.Helper()
