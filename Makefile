@@ -27,4 +27,4 @@ bench:
 	$(GO) test -run '^$$' -bench '$(BENCH)' -benchtime $(BENCHTIME) -benchmem ./integration/...
 
 fuzz:
-	$(GO) test -run '^$$' -fuzz FuzzIdentifier -fuzztime 30s ./schema/
+	$(GO) test -run '^$$' -fuzz FuzzTenantName -fuzztime 30s ./schema/
