@@ -1,0 +1,234 @@
+package tenant
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgtenant/pgtenant/backend"
+	"github.com/pgtenant/pgtenant/schema"
+	datastorage "schneider.vip/retryspool/storage/data"
+)
+
+// Defaults of a Factory.
+const (
+	// DefaultCacheSize is the number of tenants whose objects the LRU
+	// remembers as existing.
+	DefaultCacheSize = 10_000
+	// DefaultStatementCacheCapacity is the size of pgx's per-connection
+	// prepared statement cache in pools the Factory opens: enough for the
+	// three statements of about 1 300 hot tenants per connection.
+	DefaultStatementCacheCapacity = 4096
+	// DefaultLockTimeout bounds how long Drop waits for a tenant's locks.
+	DefaultLockTimeout = 5 * time.Second
+)
+
+// Factory makes Routers. It implements datastorage.Factory. WithX methods
+// return a modified copy and never change the receiver; every copy has its
+// own shared state, so Routers created by one Factory value share one pool
+// and one tenant cache, and Routers of different Factory values share
+// nothing.
+type Factory struct {
+	dsn              string
+	pool             *pgxpool.Pool
+	isolation        schema.Isolation
+	table            string
+	tableSchema      string
+	maxOpen, maxIdle int
+	cacheSize        int
+	stmtCacheCap     int
+	mode             pgx.QueryExecMode
+	resolver         Resolver
+	lockTimeout      time.Duration
+
+	shared *sharedCore
+}
+
+// sharedCore is the state Routers of one Factory value share.
+type sharedCore struct {
+	mu   sync.Mutex
+	core *core
+	refs int
+}
+
+// NewFactory returns a Factory that connects to dsn, keeps each tenant in
+// its own schema (schema.SchemaPerTenant) with the base table
+// "retryspool_data", and reads the tenant from the context (WithTenant).
+func NewFactory(dsn string) *Factory {
+	return &Factory{
+		dsn:          dsn,
+		isolation:    schema.SchemaPerTenant,
+		table:        backend.DefaultTableName,
+		tableSchema:  "public",
+		maxOpen:      backend.DefaultMaxOpen,
+		maxIdle:      backend.DefaultMaxIdle,
+		cacheSize:    DefaultCacheSize,
+		stmtCacheCap: DefaultStatementCacheCapacity,
+		mode:         pgx.QueryExecModeCacheStatement,
+		resolver:     ContextResolver,
+		lockTimeout:  DefaultLockTimeout,
+		shared:       &sharedCore{},
+	}
+}
+
+func (f *Factory) with(change func(*Factory)) *Factory {
+	c := *f
+	change(&c)
+	c.shared = &sharedCore{}
+	return &c
+}
+
+// WithPool returns a copy that uses the caller's pool; Routers then never
+// close it. The pool's own statement cache settings apply; the exec mode
+// (WithExecMode) is still passed with every statement.
+func (f *Factory) WithPool(pool *pgxpool.Pool) *Factory {
+	return f.with(func(c *Factory) { c.pool = pool })
+}
+
+// WithIsolation returns a copy that uses isolation mode iso.
+func (f *Factory) WithIsolation(iso schema.Isolation) *Factory {
+	return f.with(func(c *Factory) { c.isolation = iso })
+}
+
+// WithTableName returns a copy with base table name: the table created in
+// each tenant's schema (SchemaPerTenant), or the shared table (SharedTable,
+// where "schema.table" is allowed). In TablePerTenant the tenants' tables
+// are named after the tenants; see WithTableSchema.
+func (f *Factory) WithTableName(name string) *Factory {
+	return f.with(func(c *Factory) { c.table = name })
+}
+
+// WithTableSchema returns a copy whose TablePerTenant tables live in schema
+// name (default "public").
+func (f *Factory) WithTableSchema(name string) *Factory {
+	return f.with(func(c *Factory) { c.tableSchema = name })
+}
+
+// WithConnectionLimits returns a copy whose pool has at most maxOpen
+// connections and keeps maxIdle open (see backend.PoolConfig). Ignored with
+// WithPool.
+func (f *Factory) WithConnectionLimits(maxOpen, maxIdle int) *Factory {
+	return f.with(func(c *Factory) { c.maxOpen, c.maxIdle = maxOpen, maxIdle })
+}
+
+// WithCacheSize returns a copy whose LRU remembers n tenants (default
+// DefaultCacheSize). An evicted tenant costs one cheap check on its next
+// write.
+func (f *Factory) WithCacheSize(n int) *Factory {
+	return f.with(func(c *Factory) { c.cacheSize = n })
+}
+
+// WithResolver returns a copy that finds tenants with r instead of
+// FromContext.
+func (f *Factory) WithResolver(r Resolver) *Factory {
+	return f.with(func(c *Factory) { c.resolver = r })
+}
+
+// WithExecMode returns a copy that sends statements in mode m. The default,
+// pgx.QueryExecModeCacheStatement, prepares each tenant's statements once
+// per connection; pgx.QueryExecModeCacheDescribe prepares nothing on the
+// server (use it behind PgBouncer in transaction mode). The text modes are
+// refused: they hex-encode BYTEA.
+func (f *Factory) WithExecMode(m pgx.QueryExecMode) *Factory {
+	return f.with(func(c *Factory) { c.mode = m })
+}
+
+// WithStatementCacheCapacity returns a copy whose pool (when the Factory
+// opens it) caches n statements per connection (default
+// DefaultStatementCacheCapacity; pgx's own default is 512).
+func (f *Factory) WithStatementCacheCapacity(n int) *Factory {
+	return f.with(func(c *Factory) { c.stmtCacheCap = n })
+}
+
+// WithLockTimeout returns a copy whose Drop waits at most d for a tenant's
+// locks (default DefaultLockTimeout).
+func (f *Factory) WithLockTimeout(d time.Duration) *Factory {
+	return f.with(func(c *Factory) { c.lockTimeout = d })
+}
+
+// Name returns "pgtenant".
+func (f *Factory) Name() string { return "pgtenant" }
+
+// Create returns a new Router as a datastorage.Backend.
+func (f *Factory) Create() (datastorage.Backend, error) {
+	return f.NewRouter()
+}
+
+// NewRouter returns a new Router. The first Router of a Factory value opens
+// the pool (unless WithPool) and creates the registry and, in SharedTable
+// mode, the shared table; later Routers share them. The pool closes when the
+// last Router closes.
+func (f *Factory) NewRouter() (*Router, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	return f.OpenRouter(ctx)
+}
+
+// OpenRouter is NewRouter with a context.
+func (f *Factory) OpenRouter(ctx context.Context) (*Router, error) {
+	s := f.shared
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.core == nil {
+		c, err := f.openCore(ctx)
+		if err != nil {
+			return nil, err
+		}
+		s.core = c
+	}
+	s.refs++
+	return &Router{core: s.core, release: func() { f.release(s) }}, nil
+}
+
+func (f *Factory) release(s *sharedCore) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refs--
+	if s.refs == 0 {
+		s.core.close()
+		s.core = nil
+	}
+}
+
+func (f *Factory) openCore(ctx context.Context) (*core, error) {
+	if !f.isolation.Valid() {
+		return nil, fmt.Errorf("pgtenant: unknown isolation %v", f.isolation)
+	}
+	base, err := schema.ParseTable(f.table, "public")
+	if err != nil {
+		return nil, err
+	}
+	if f.isolation == TablePerTenant {
+		if base.Schema, err = schema.ParseSchemaName(f.tableSchema); err != nil {
+			return nil, err
+		}
+	}
+	if f.isolation == SchemaPerTenant && base.Schema != "public" {
+		return nil, fmt.Errorf("%w: in SchemaPerTenant the base table %q takes no schema: each tenant has its own", schema.ErrInvalidName, f.table)
+	}
+	if f.cacheSize <= 0 {
+		return nil, fmt.Errorf("pgtenant: cache size %d must be positive", f.cacheSize)
+	}
+	pool, own := f.pool, false
+	if pool == nil {
+		cfg, err := backend.PoolConfig(f.dsn, f.maxOpen, f.maxIdle)
+		if err != nil {
+			return nil, err
+		}
+		cfg.ConnConfig.DefaultQueryExecMode = f.mode
+		cfg.ConnConfig.StatementCacheCapacity = f.stmtCacheCap
+		cfg.ConnConfig.DescriptionCacheCapacity = f.stmtCacheCap
+		if pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
+			return nil, fmt.Errorf("pgtenant: opening pool: %w", err)
+		}
+		own = true
+	}
+	c, err := newCore(ctx, pool, own, schema.Layout{Mode: f.isolation, Base: base}, f)
+	if err != nil && own {
+		pool.Close()
+	}
+	return c, err
+}

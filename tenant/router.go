@@ -1,0 +1,208 @@
+package tenant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgtenant/pgtenant/backend"
+	"github.com/pgtenant/pgtenant/schema"
+	datastorage "schneider.vip/retryspool/storage/data"
+)
+
+// ErrClosed reports use of a closed Router.
+var ErrClosed = backend.ErrClosed
+
+// Router is a datastorage.Backend that serves every tenant. It is safe for
+// concurrent use. Routers made by one Factory value share one pool and one
+// tenant cache.
+type Router struct {
+	core      *core
+	release   func()
+	closed    atomic.Bool
+	closeOnce sync.Once
+}
+
+var _ datastorage.Backend = (*Router)(nil)
+
+// resolve finds and validates the call's tenant; no SQL runs before it.
+func (r *Router) resolve(ctx context.Context, messageID string) (string, error) {
+	if r.closed.Load() {
+		return "", ErrClosed
+	}
+	id, err := r.core.resolver.Resolve(ctx, messageID)
+	if err != nil {
+		if errors.Is(err, ErrNoTenant) || errors.Is(err, ErrInvalidTenant) {
+			return "", err
+		}
+		return "", fmt.Errorf("%w: resolver: %w", ErrNoTenant, err)
+	}
+	if id == "" {
+		return "", ErrNoTenant
+	}
+	if err := Validate(id); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// write runs op on tenant id's Store, creating the tenant's objects first if
+// needed. If the objects vanished under a cached entry (dropped by another
+// host or by hand) or a shared-table guard refused the write, the entry is
+// evicted and the tenant re-checked once: a tombstoned tenant then answers
+// ErrTenantDeleted, an active one is re-created and op runs again. op must
+// be safe to run twice; every write here is a single idempotent upsert.
+func (r *Router) write(ctx context.Context, id string, op func(*backend.Store) error) error {
+	s, err := r.core.ensure(ctx, id, false)
+	if err != nil {
+		return err
+	}
+	err = op(s)
+	if errors.Is(err, backend.ErrTableMissing) || errors.Is(err, backend.ErrGuardFailed) {
+		r.core.ensured.Remove(id)
+		if s, err = r.core.ensure(ctx, id, false); err != nil {
+			return err
+		}
+		err = op(s)
+	}
+	if errors.Is(err, backend.ErrGuardFailed) {
+		return fmt.Errorf("%w: %q", ErrTenantDeleted, id)
+	}
+	return err
+}
+
+// read runs op on tenant id's Store without creating anything: a tenant
+// whose objects do not exist has no data.
+func (r *Router) read(id string, op func(*backend.Store) error) error {
+	s, err := r.core.lookup(id)
+	if err != nil {
+		return err
+	}
+	err = op(s)
+	if errors.Is(err, backend.ErrTableMissing) {
+		r.core.ensured.Remove(id)
+		return fmt.Errorf("%w: tenant %q has no storage: %w", datastorage.ErrDataNotFound, id, err)
+	}
+	return err
+}
+
+// StoreData stores the body read from data under messageID for the call's
+// tenant, creating the tenant's objects on its first write, and returns the
+// number of bytes stored.
+func (r *Router) StoreData(ctx context.Context, messageID string, data io.Reader) (int64, error) {
+	id, err := r.resolve(ctx, messageID)
+	if err != nil {
+		return 0, err
+	}
+	body, err := backend.ReadAll(ctx, messageID, data)
+	if err != nil {
+		return 0, err
+	}
+	if err := r.write(ctx, id, func(s *backend.Store) error { return s.Put(ctx, messageID, body) }); err != nil {
+		return 0, err
+	}
+	return int64(len(body)), nil
+}
+
+// GetDataReader returns a reader over the tenant's body stored under
+// messageID, or an error that errors.Is datastorage.ErrDataNotFound.
+func (r *Router) GetDataReader(ctx context.Context, messageID string) (io.ReadCloser, error) {
+	id, err := r.resolve(ctx, messageID)
+	if err != nil {
+		return nil, err
+	}
+	var rc io.ReadCloser
+	err = r.read(id, func(s *backend.Store) error {
+		var err error
+		rc, err = s.Reader(ctx, messageID)
+		return err
+	})
+	return rc, err
+}
+
+// GetDataWriter returns a writer whose Close stores the body under
+// messageID for the call's tenant, creating the tenant's objects if needed.
+func (r *Router) GetDataWriter(ctx context.Context, messageID string) (io.WriteCloser, error) {
+	id, err := r.resolve(ctx, messageID)
+	if err != nil {
+		return nil, err
+	}
+	if err := backend.ValidateMessageID(messageID); err != nil {
+		return nil, err
+	}
+	return backend.NewBufferedWriter(func(body []byte) error {
+		if r.closed.Load() {
+			return ErrClosed
+		}
+		return r.write(ctx, id, func(s *backend.Store) error { return s.Put(ctx, messageID, body) })
+	}), nil
+}
+
+// DeleteData removes the tenant's body stored under messageID, or returns an
+// error that errors.Is datastorage.ErrDataNotFound.
+func (r *Router) DeleteData(ctx context.Context, messageID string) error {
+	id, err := r.resolve(ctx, messageID)
+	if err != nil {
+		return err
+	}
+	return r.read(id, func(s *backend.Store) error { return s.Delete(ctx, messageID) })
+}
+
+// Provision creates tenant id's objects if they are missing and marks it
+// active, also after Drop (the tenant comes back empty). It is idempotent.
+func (r *Router) Provision(ctx context.Context, id string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := Validate(id); err != nil {
+		return err
+	}
+	_, err := r.core.ensure(ctx, id, true)
+	return err
+}
+
+// Drop offboards tenant id: it writes a tombstone to the registry first, so
+// that from then on writes answer ErrTenantDeleted on every host, then
+// removes the tenant's objects (its rows, in SharedTable) in a transaction
+// of its own bounded by the lock timeout. If that second step fails the
+// tenant stays tombstoned and Drop can be called again.
+func (r *Router) Drop(ctx context.Context, id string) error {
+	if r.closed.Load() {
+		return ErrClosed
+	}
+	if err := Validate(id); err != nil {
+		return err
+	}
+	return r.core.drop(ctx, id)
+}
+
+// List returns the ids of the active tenants of the Router's layout, in
+// ascending order, from the registry.
+func (r *Router) List(ctx context.Context) ([]string, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	return schema.List(ctx, r.core.pool, r.core.store)
+}
+
+// Placement returns where tenant id's data lives (computed, not checked).
+func (r *Router) Placement(id string) (schema.Placement, error) {
+	return r.core.layout.Place(id)
+}
+
+// Pool returns the shared pool.
+func (r *Router) Pool() *pgxpool.Pool { return r.core.pool }
+
+// Close releases the Router; the last Router of a Factory value closes the
+// pool unless it came from WithPool. Close is idempotent.
+func (r *Router) Close() error {
+	r.closeOnce.Do(func() {
+		r.closed.Store(true)
+		r.release()
+	})
+	return nil
+}
