@@ -22,7 +22,7 @@ import (
 var modes = []schema.Isolation{schema.SchemaPerTenant, schema.TablePerTenant, schema.SharedTable}
 
 // routerBundle is a database, an inspection pool on it, and a Factory for
-// one isolation mode whose own pool connects with search_path ''.
+// one isolation mode whose own pool connects with search_path ”.
 type routerBundle struct {
 	dsn     string
 	pool    *pgxpool.Pool

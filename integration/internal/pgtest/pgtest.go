@@ -32,7 +32,18 @@ var (
 	adminPool  *pgxpool.Pool
 	adminErr   error
 	dbCounter  atomic.Int64
+	exitMu     sync.Mutex
+	atExit     []func()
 )
+
+// AtExit registers fn to run after all tests of the package, before the
+// container is removed (for resources that outlive one test, such as a
+// benchmark's pool).
+func AtExit(fn func()) {
+	exitMu.Lock()
+	defer exitMu.Unlock()
+	atExit = append(atExit, fn)
+}
 
 // Main starts the container, runs the package's tests, removes the
 // container and checks for leaked goroutines. Call it from TestMain:
@@ -55,6 +66,11 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "skipping integration tests:", skipReason)
 	}
 	code := m.Run()
+	exitMu.Lock()
+	for i := len(atExit) - 1; i >= 0; i-- {
+		atExit[i]()
+	}
+	exitMu.Unlock()
 	if adminPool != nil {
 		adminPool.Close()
 	}
@@ -141,6 +157,13 @@ func admin(t testing.TB) *pgxpool.Pool {
 
 var nonWord = regexp.MustCompile(`[^a-z0-9]+`)
 
+// ProcessDatabase creates an empty database named after name that lives
+// until the container is removed, and returns its DSN (search_path ”).
+func ProcessDatabase(t testing.TB, name string) string {
+	t.Helper()
+	return createDatabase(t, fmt.Sprintf("proc_%s_%d", nonWord.ReplaceAllString(name, "_"), dbCounter.Add(1)))
+}
+
 // NewDatabase creates an empty database for t and returns its DSN. The DSN
 // sets search_path to ” so that any unqualified SQL fails. The database is
 // dropped when t passes and kept, with its name logged, when it fails.
@@ -152,10 +175,8 @@ func NewDatabase(t testing.TB) string {
 		name = name[:40]
 	}
 	name = fmt.Sprintf("test_%s_%d", name, dbCounter.Add(1))
+	dsn := createDatabase(t, name)
 	ctx := context.Background()
-	if _, err := pool.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: creating database %s: %v", name, err)
-	}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("pgtest: kept database %s for debugging", name)
@@ -165,6 +186,15 @@ func NewDatabase(t testing.TB) string {
 			t.Errorf("pgtest: dropping database %s: %v", name, err)
 		}
 	})
+	return dsn
+}
+
+func createDatabase(t testing.TB, name string) string {
+	t.Helper()
+	pool := admin(t)
+	if _, err := pool.Exec(context.Background(), "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatalf("pgtest: creating database %s: %v", name, err)
+	}
 	u, err := url.Parse(adminDSN)
 	if err != nil {
 		t.Fatal(err)

@@ -1,0 +1,371 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgtenant/pgtenant/backend"
+	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
+	"github.com/pgtenant/pgtenant/schema"
+	"github.com/pgtenant/pgtenant/tenant"
+	datastorage "schneider.vip/retryspool/storage/data"
+)
+
+// Benchmarks share one database per process; expensive setups (thousands of
+// provisioned tenants) are made once and reused by every b.N round.
+var (
+	benchMu   sync.Mutex
+	benchSets = map[string]any{}
+)
+
+func benchDatabase(b *testing.B) string {
+	return memo(b, "database", func() string { return pgtest.ProcessDatabase(b, "bench") })
+}
+
+// memo returns the value made by make for key, making it once per process.
+// make may itself call memo for another key.
+func memo[T any](b *testing.B, key string, make func() T) T {
+	benchMu.Lock()
+	once, ok := benchSets[key].(func() T)
+	if !ok {
+		once = sync.OnceValue(make)
+		benchSets[key] = once
+	}
+	benchMu.Unlock()
+	return once()
+}
+
+const benchClients = 16
+
+func benchPool(b *testing.B, dsn string, change func(*pgxpool.Config)) *pgxpool.Pool {
+	cfg, err := backend.PoolConfig(dsn, benchClients, benchClients)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if change != nil {
+		change(cfg)
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	pgtest.AtExit(pool.Close)
+	return pool
+}
+
+func plainBackend(b *testing.B, table string) *backend.Backend {
+	return memo(b, "plain:"+table, func() *backend.Backend {
+		dsn := benchDatabase(b)
+		be, err := backend.NewFactory(dsn).WithPool(benchPool(b, dsn, nil)).WithTableName(table).Open(context.Background())
+		if err != nil {
+			b.Fatal(err)
+		}
+		return be
+	})
+}
+
+// runParallel runs op from benchClients goroutines and reports ops/s.
+func runParallel(b *testing.B, op func(worker int, i int) error) {
+	var workers atomic.Int64
+	b.SetParallelism((benchClients + 1) / max(1, runtime.GOMAXPROCS(0)))
+	start := time.Now()
+	b.RunParallel(func(pb *testing.PB) {
+		w := int(workers.Add(1))
+		for i := 0; pb.Next(); i++ {
+			if err := op(w, i); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "ops/s")
+}
+
+func cycle(ctx context.Context, be datastorage.Backend, id string, body []byte) error {
+	if _, err := be.StoreData(ctx, id, bytes.NewReader(body)); err != nil {
+		return err
+	}
+	r, err := be.GetDataReader(ctx, id)
+	if err != nil {
+		return err
+	}
+	n, err := io.Copy(io.Discard, r)
+	r.Close()
+	if err != nil || n != int64(len(body)) {
+		return fmt.Errorf("read %d bytes, %v", n, err)
+	}
+	return be.DeleteData(ctx, id)
+}
+
+// BenchmarkBackend measures the plain backend's store, read and delete at
+// 1 KiB and 64 KiB, serial and with 16 parallel clients.
+func BenchmarkBackend(b *testing.B) {
+	for _, size := range []int{1 << 10, 64 << 10} {
+		body := bytes.Repeat([]byte("x"), size)
+		be := plainBackend(b, "bench_plain")
+		ctx := context.Background()
+		for _, par := range []bool{false, true} {
+			name := func(op string) string {
+				mode := "serial"
+				if par {
+					mode = "parallel16"
+				}
+				return fmt.Sprintf("%s/%dKiB/%s", op, size>>10, mode)
+			}
+			ids := func(prefix string, w, i int) string { return prefix + strconv.Itoa(w) + "-" + strconv.Itoa(i) }
+			b.Run(name("Store"), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				if !par {
+					i := 0
+					for b.Loop() {
+						i++
+						if _, err := be.StoreData(ctx, ids("s", 0, i%1000), bytes.NewReader(body)); err != nil {
+							b.Fatal(err)
+						}
+					}
+					return
+				}
+				runParallel(b, func(w, i int) error {
+					_, err := be.StoreData(ctx, ids("s", w, i%1000), bytes.NewReader(body))
+					return err
+				})
+			})
+			for i := range 1000 {
+				if _, err := be.StoreData(ctx, ids("r", 0, i), bytes.NewReader(body)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.Run(name("Read"), func(b *testing.B) {
+				b.SetBytes(int64(size))
+				read := func(i int) error {
+					r, err := be.GetDataReader(ctx, ids("r", 0, i%1000))
+					if err != nil {
+						return err
+					}
+					_, err = io.Copy(io.Discard, r)
+					r.Close()
+					return err
+				}
+				if !par {
+					i := 0
+					for b.Loop() {
+						i++
+						if err := read(i); err != nil {
+							b.Fatal(err)
+						}
+					}
+					return
+				}
+				runParallel(b, func(w, i int) error { return read(i + w*7919) })
+			})
+			b.Run(name("Delete"), func(b *testing.B) {
+				// Deleting needs a row per delete: store, then delete, and
+				// subtract nothing; the Store numbers above show the store's
+				// share.
+				del := func(w, i int) error {
+					id := ids("d", w, i)
+					if err := be.Put(ctx, id, body); err != nil {
+						return err
+					}
+					return be.DeleteData(ctx, id)
+				}
+				if !par {
+					i := 0
+					for b.Loop() {
+						i++
+						if err := del(0, i); err != nil {
+							b.Fatal(err)
+						}
+					}
+					return
+				}
+				runParallel(b, del)
+			})
+		}
+	}
+}
+
+// BenchmarkCycle compares a store+read+delete cycle of 1 KiB with 16
+// clients on the plain backend against a bare pgx pool running the same
+// three prepared statements, in one run.
+func BenchmarkCycle(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1<<10)
+	ctx := context.Background()
+	b.Run("bare-pgx", func(b *testing.B) {
+		be := plainBackend(b, "bench_bare") // creates the table
+		pool := be.Pool()
+		const (
+			ins = `INSERT INTO "public"."bench_bare" (message_id, data, size, created, updated) VALUES ($1, $2, $3, NOW(), NOW())
+				ON CONFLICT (message_id) DO UPDATE SET data = EXCLUDED.data, size = EXCLUDED.size, updated = EXCLUDED.updated`
+			sel = `SELECT data FROM "public"."bench_bare" WHERE message_id = $1`
+			del = `DELETE FROM "public"."bench_bare" WHERE message_id = $1`
+		)
+		runParallel(b, func(w, i int) error {
+			id := "c" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
+			if _, err := pool.Exec(ctx, ins, id, body, int64(len(body))); err != nil {
+				return err
+			}
+			var data []byte
+			if err := pool.QueryRow(ctx, sel, id).Scan(&data); err != nil {
+				return err
+			}
+			_, err := pool.Exec(ctx, del, id)
+			return err
+		})
+	})
+	b.Run("backend", func(b *testing.B) {
+		be := plainBackend(b, "bench_cycle")
+		runParallel(b, func(w, i int) error {
+			return cycle(ctx, be, "c"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body)
+		})
+	})
+}
+
+type routerSet struct {
+	router *tenant.Router
+	ctxs   []context.Context
+}
+
+// provisioned returns a Router of mode with n tenants provisioned, using
+// statement mode m and a statement cache of capacity per connection.
+func provisioned(b *testing.B, mode schema.Isolation, n int, m pgx.QueryExecMode, capacity int) *routerSet {
+	key := fmt.Sprintf("router:%v:%d:%v:%d", mode, n, m, capacity)
+	return memo(b, key, func() *routerSet {
+		dsn := benchDatabase(b)
+		f := tenant.NewFactory(dsn).WithIsolation(mode).WithConnectionLimits(benchClients, benchClients).
+			WithExecMode(m).WithStatementCacheCapacity(capacity).
+			WithTableName("bench_" + fmt.Sprint(int(mode))).WithTableSchema(fmt.Sprintf("bench_tables_%d", int(mode)))
+		r, err := f.NewRouter()
+		if err != nil {
+			b.Fatal(err)
+		}
+		pgtest.AtExit(func() { _ = r.Close() })
+		set := &routerSet{router: r, ctxs: make([]context.Context, n)}
+		var wg sync.WaitGroup
+		var next atomic.Int64
+		errs := make(chan error, benchClients)
+		start := time.Now()
+		for range benchClients {
+			wg.Go(func() {
+				for {
+					i := int(next.Add(1)) - 1
+					if i >= n {
+						return
+					}
+					id := fmt.Sprintf("tenant-%05d", i)
+					set.ctxs[i] = tenant.WithTenant(context.Background(), id)
+					if err := r.Provision(context.Background(), id); err != nil {
+						errs <- err
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			b.Fatal(err)
+		}
+		b.Logf("provisioned %d tenants (%v) in %v", n, mode, time.Since(start).Round(time.Millisecond))
+		return set
+	})
+}
+
+// BenchmarkRouterCycle measures store+read+delete cycles of 1 KiB with 16
+// clients, each cycle for a random tenant out of 1, 100, 1 000 or 10 000, in
+// every isolation mode, with the plain backend as the baseline in the same
+// run.
+func BenchmarkRouterCycle(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1<<10)
+	b.Run("baseline=plain-backend", func(b *testing.B) {
+		be := plainBackend(b, "bench_router_base")
+		runParallel(b, func(w, i int) error {
+			return cycle(context.Background(), be, "c"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body)
+		})
+	})
+	for _, mode := range modes {
+		for _, n := range []int{1, 100, 1000, 10000} {
+			b.Run(fmt.Sprintf("mode=%v/tenants=%d", mode, n), func(b *testing.B) {
+				set := provisioned(b, mode, n, pgx.QueryExecModeCacheStatement, tenant.DefaultStatementCacheCapacity)
+				routerCycles(b, set, body)
+			})
+		}
+	}
+}
+
+func routerCycles(b *testing.B, set *routerSet, body []byte) {
+	runParallel(b, func(w, i int) error {
+		ctx := set.ctxs[rand.IntN(len(set.ctxs))]
+		return cycle(ctx, set.router, "c"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body)
+	})
+}
+
+// BenchmarkStatementStrategy compares pgx statement modes and cache sizes
+// for per-tenant SQL text at 1 000 and 10 000 tenants.
+func BenchmarkStatementStrategy(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1<<10)
+	type strategy struct {
+		name     string
+		mode     pgx.QueryExecMode
+		capacity int
+	}
+	strategies := []strategy{
+		{"cache-statement-512", pgx.QueryExecModeCacheStatement, 512},
+		{"cache-statement-4096", pgx.QueryExecModeCacheStatement, 4096},
+		{"cache-statement-32768", pgx.QueryExecModeCacheStatement, 32768},
+		{"cache-describe-4096", pgx.QueryExecModeCacheDescribe, 4096},
+	}
+	for _, mode := range []schema.Isolation{schema.SchemaPerTenant, schema.TablePerTenant} {
+		for _, n := range []int{1000, 10000} {
+			for _, s := range strategies {
+				b.Run(fmt.Sprintf("mode=%v/tenants=%d/%s", mode, n, s.name), func(b *testing.B) {
+					routerCycles(b, provisioned(b, mode, n, s.mode, s.capacity), body)
+				})
+			}
+		}
+	}
+}
+
+// BenchmarkColdTenant measures the first write of a new tenant (creating
+// its objects) and reports the p50 and p99 latencies.
+func BenchmarkColdTenant(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1<<10)
+	for _, mode := range modes {
+		b.Run(fmt.Sprintf("mode=%v", mode), func(b *testing.B) {
+			set := provisioned(b, mode, 1, pgx.QueryExecModeCacheStatement, tenant.DefaultStatementCacheCapacity)
+			var lat []time.Duration
+			i := 0
+			for b.Loop() {
+				i++
+				ctx := tenant.WithTenant(context.Background(), fmt.Sprintf("cold-%d-%d-%d", time.Now().UnixNano(), i, b.N))
+				start := time.Now()
+				if _, err := set.router.StoreData(ctx, "m", bytes.NewReader(body)); err != nil {
+					b.Fatal(err)
+				}
+				lat = append(lat, time.Since(start))
+			}
+			slices.Sort(lat)
+			b.ReportMetric(float64(percentile(lat, 50).Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(percentile(lat, 99).Microseconds())/1000, "p99-ms")
+		})
+	}
+}
+
+func percentile(sorted []time.Duration, p int) time.Duration {
+	if len(sorted) == 0 {
+		return 0
+	}
+	return sorted[min(len(sorted)-1, len(sorted)*p/100)]
+}
