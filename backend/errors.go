@@ -31,6 +31,9 @@ var (
 	ErrGuardFailed = errors.New("pgtenant: write condition not met")
 	// ErrClosed reports use of a closed backend, reader or writer.
 	ErrClosed = errors.New("pgtenant: closed")
+	// ErrTooLarge reports a body over the maximum message size; nothing was
+	// stored and any earlier version is intact.
+	ErrTooLarge = errors.New("pgtenant: message too large")
 	// ErrTextMode reports a pgx exec mode that sends BYTEA as text.
 	ErrTextMode = errors.New("pgtenant: exec mode sends BYTEA as text; use a cached-statement or describe mode")
 )
@@ -82,4 +85,8 @@ func checkExecMode(m pgx.QueryExecMode) error {
 		return fmt.Errorf("%w (got %v)", ErrTextMode, m)
 	}
 	return nil
+}
+
+func tooLarge(max int64) error {
+	return fmt.Errorf("%w: more than %d bytes", ErrTooLarge, max)
 }

@@ -39,6 +39,7 @@ type Factory struct {
 	maxOpen, maxIdle int
 	pool             *pgxpool.Pool
 	mode             pgx.QueryExecMode
+	maxSize          int64
 }
 
 // NewFactory returns a Factory that connects to dsn (a PostgreSQL URL or
@@ -81,6 +82,13 @@ func (f *Factory) WithExecMode(m pgx.QueryExecMode) *Factory {
 	return f.with(func(c *Factory) { c.mode = m })
 }
 
+// WithMaxMessageSize returns a copy that refuses bodies over n bytes with
+// ErrTooLarge (default DefaultMaxMessageSize, 512 MiB), counted as they
+// arrive.
+func (f *Factory) WithMaxMessageSize(n int64) *Factory {
+	return f.with(func(c *Factory) { c.maxSize = n })
+}
+
 // Name returns "postgres".
 func (f *Factory) Name() string { return "postgres" }
 
@@ -118,7 +126,7 @@ func (f *Factory) Open(ctx context.Context) (*Backend, error) {
 		}
 		return nil, fmt.Errorf("pgtenant: creating table %s: %w", table, err)
 	}
-	store, err := NewStore(pool, Target{Table: table}, f.mode)
+	store, err := NewStore(pool, Target{Table: table}, Options{Mode: f.mode, MaxMessageSize: f.maxSize})
 	if err != nil {
 		return nil, err
 	}
@@ -182,7 +190,11 @@ func (b *Backend) GetDataWriter(ctx context.Context, messageID string) (io.Write
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	return b.Writer(ctx, messageID)
+	w, err := b.Writer(ctx, messageID)
+	if err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 // DeleteData removes the body stored under messageID.

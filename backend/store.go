@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -14,10 +13,35 @@ import (
 	datastorage "schneider.vip/retryspool/storage/data"
 )
 
-// DB runs statements; *pgxpool.Pool, *pgx.Conn and pgx.Tx satisfy it.
+// DB runs statements and transactions; *pgxpool.Pool, *pgxpool.Conn and
+// *pgx.Conn satisfy it.
 type DB interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
+}
+
+// Defaults for Options.
+const (
+	// DefaultMaxMessageSize is the largest body accepted by default: 512 MiB.
+	DefaultMaxMessageSize = 512 << 20
+	// DefaultChunkSize is the size of the pieces large bodies are stored in,
+	// and the largest body kept inline in the data column: 1 MiB.
+	DefaultChunkSize = 1 << 20
+)
+
+// Options tune a Store.
+type Options struct {
+	// Mode is the pgx exec mode of every statement; the text modes are
+	// refused with ErrTextMode. The zero value is
+	// pgx.QueryExecModeCacheStatement.
+	Mode pgx.QueryExecMode
+	// MaxMessageSize is the largest body accepted; 0 means
+	// DefaultMaxMessageSize.
+	MaxMessageSize int64
+	// ChunkSize is the piece size of large bodies and the inline limit; 0
+	// means DefaultChunkSize.
+	ChunkSize int
 }
 
 // Target is the table a Store reads and writes.
@@ -43,42 +67,61 @@ type Guard struct {
 // Store moves message bodies in and out of one Target. It is safe for
 // concurrent use; it holds no connection between calls.
 type Store struct {
-	db     DB
-	mode   pgx.QueryExecMode
-	target Target
+	db        DB
+	mode      pgx.QueryExecMode
+	target    Target
+	maxSize   int64
+	chunkSize int
 
-	upsertSQL, getSQL, deleteSQL string
+	// Parameters: the partition value (if any) first, then the message id
+	// ($k), then the statement's own.
+	upsertSQL, getSQL, deleteSQL                   string
+	chunkInsertSQL, chunkedUpsertSQL, chunkScanSQL string
+	chunkCleanSQL                                  string
 }
 
-// NewStore returns a Store for t over db, sending every statement in exec
-// mode m (pgx.QueryExecModeCacheStatement or pgx.QueryExecModeCacheDescribe
-// are the useful ones; the text modes are refused with ErrTextMode).
-func NewStore(db DB, t Target, m pgx.QueryExecMode) (*Store, error) {
-	if err := checkExecMode(m); err != nil {
+// NewStore returns a Store for t over db.
+func NewStore(db DB, t Target, o Options) (*Store, error) {
+	if err := checkExecMode(o.Mode); err != nil {
 		return nil, err
 	}
-	s := &Store{db: db, mode: m, target: t}
-	q := t.Table.Sanitize()
-	cols, vals, where, conflict := "message_id, data, size", "$1::varchar, $2::bytea, $3::bigint", "message_id = $1", "message_id"
-	next := 4
+	if o.MaxMessageSize <= 0 {
+		o.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if o.ChunkSize <= 0 {
+		o.ChunkSize = DefaultChunkSize
+	}
+	s := &Store{db: db, mode: o.Mode, target: t, maxSize: o.MaxMessageSize, chunkSize: o.ChunkSize}
+	q, c := t.Table.Sanitize(), schema.ChunkTable(t.Table).Sanitize()
+	// p(i) numbers the statement's own parameters after the key.
+	key, keyCols, where, conflict, k := "", "", "message_id = $1", "message_id", 1
 	if t.Partition != "" {
-		cols = schema.TenantColumn + ", " + cols
-		vals = "$1::text, $2::varchar, $3::bytea, $4::bigint"
-		where = schema.TenantColumn + " = $1 AND message_id = $2"
-		conflict = schema.TenantColumn + ", message_id"
-		next = 5
+		key, keyCols, where, conflict, k = "$1::text, ", schema.TenantColumn+", ", schema.TenantColumn+" = $1 AND message_id = $2", schema.TenantColumn+", message_id", 2
 	}
-	source := "VALUES (" + vals + ", NOW(), NOW())"
-	if t.Guard != nil {
-		source = "SELECT " + vals + ", NOW(), NOW() WHERE " + t.Guard.SQL(next)
+	p := func(i int) string { return fmt.Sprintf("$%d", k+i) }
+	idv := fmt.Sprintf("$%d::varchar", k)
+	upsert := func(vals string, nparams int) string {
+		source := "VALUES (" + vals + ")"
+		if t.Guard != nil {
+			source = "SELECT " + vals + " WHERE " + t.Guard.SQL(k+nparams+1)
+		}
+		// The timestamp is computed in the VALUES list and taken from
+		// EXCLUDED (Citus refuses non-immutable functions in DO UPDATE
+		// SET); created is kept on update.
+		return "INSERT INTO " + q + " (" + keyCols + "message_id, data, size, created, updated, chunked_version) " + source +
+			" ON CONFLICT (" + conflict + ") DO UPDATE SET data = EXCLUDED.data, size = EXCLUDED.size," +
+			" updated = EXCLUDED.updated, chunked_version = EXCLUDED.chunked_version"
 	}
-	// The timestamp is computed in the VALUES list and taken from EXCLUDED
-	// (Citus refuses non-immutable functions in DO UPDATE SET); created is
-	// kept on update.
-	s.upsertSQL = "INSERT INTO " + q + " (" + cols + ", created, updated) " + source +
-		" ON CONFLICT (" + conflict + ") DO UPDATE SET data = EXCLUDED.data, size = EXCLUDED.size, updated = EXCLUDED.updated"
-	s.getSQL = "SELECT data FROM " + q + " WHERE " + where
-	s.deleteSQL = "DELETE FROM " + q + " WHERE " + where
+	// An inline write also removes the pieces of an earlier large version.
+	s.upsertSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + ") " +
+		upsert(key+idv+", "+p(1)+"::bytea, "+p(2)+"::bigint, NOW(), NOW(), NULL::bigint", 2)
+	s.chunkedUpsertSQL = upsert(key+idv+", ''::bytea, "+p(1)+"::bigint, NOW(), NOW(), "+p(2)+"::bigint", 2)
+	s.chunkInsertSQL = "INSERT INTO " + c + " (" + keyCols + "message_id, version, seq, data) VALUES (" +
+		key + idv + ", " + p(1) + ", " + p(2) + ", " + p(3) + ")"
+	s.chunkCleanSQL = "DELETE FROM " + c + " WHERE " + where + " AND version <> " + p(1)
+	s.chunkScanSQL = "SELECT data FROM " + c + " WHERE " + where + " AND version = " + p(1) + " ORDER BY seq"
+	s.getSQL = "SELECT data, size, chunked_version FROM " + q + " WHERE " + where
+	s.deleteSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + ") DELETE FROM " + q + " WHERE " + where
 	return s, nil
 }
 
@@ -116,6 +159,9 @@ func (s *Store) Put(ctx context.Context, id string, data []byte) error {
 	if err := ValidateMessageID(id); err != nil {
 		return err
 	}
+	if int64(len(data)) > s.maxSize {
+		return tooLarge(s.maxSize)
+	}
 	if data == nil {
 		data = []byte{} // nil would be NULL
 	}
@@ -139,19 +185,15 @@ func (s *Store) Put(ctx context.Context, id string, data []byte) error {
 }
 
 // Get returns the body stored under id, or an error that errors.Is
-// datastorage.ErrDataNotFound.
+// datastorage.ErrDataNotFound. It holds the whole body in memory; Reader
+// streams.
 func (s *Store) Get(ctx context.Context, id string) ([]byte, error) {
-	if err := ValidateMessageID(id); err != nil {
-		return nil, err
-	}
-	var data []byte
-	err := retryStale(func() error {
-		return translate(s.db.QueryRow(ctx, s.getSQL, s.args(id)...).Scan(&data))
-	})
+	r, err := s.Reader(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	return data, nil
+	defer r.Close()
+	return io.ReadAll(r)
 }
 
 // Delete removes the body stored under id, or returns an error that
@@ -172,95 +214,26 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	})
 }
 
-// ReadAll reads a body from r for id: it validates id before reading and
-// checks ctx after.
-func ReadAll(ctx context.Context, id string, r io.Reader) ([]byte, error) {
-	if err := ValidateMessageID(id); err != nil {
-		return nil, err
-	}
-	if r == nil {
-		return []byte{}, nil
-	}
-	data, err := io.ReadAll(r)
-	if err != nil {
-		return nil, fmt.Errorf("pgtenant: reading message %q: %w", id, err)
-	}
-	return data, ctx.Err()
-}
-
-// StoreFrom reads the body from r and stores it under id, returning the
-// number of bytes stored.
+// StoreFrom streams the body from r into id and returns the number of bytes
+// stored; see StreamWriter.
 func (s *Store) StoreFrom(ctx context.Context, id string, r io.Reader) (int64, error) {
-	data, err := ReadAll(ctx, id, r)
+	w, err := s.Writer(ctx, id)
 	if err != nil {
 		return 0, err
 	}
-	if err := s.Put(ctx, id, data); err != nil {
-		return 0, err
-	}
-	return int64(len(data)), nil
+	return w.StoreFrom(r)
 }
 
-// Reader returns a reader over the body stored under id.
-func (s *Store) Reader(ctx context.Context, id string) (io.ReadCloser, error) {
-	data, err := s.Get(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	return NewBytesReader(data), nil
-}
-
-// Writer returns a writer that stores the bytes written under id when it
-// is closed; see NewBufferedWriter.
-func (s *Store) Writer(ctx context.Context, id string) (io.WriteCloser, error) {
+// Writer returns a streaming writer for id; see StreamWriter.
+func (s *Store) Writer(ctx context.Context, id string) (*StreamWriter, error) {
 	if err := ValidateMessageID(id); err != nil {
 		return nil, err
 	}
-	return NewBufferedWriter(func(data []byte) error { return s.Put(ctx, id, data) }), nil
+	return NewStreamWriter(ctx, id, func(bool) (*Store, error) { return s, nil }), nil
 }
 
 func errNotFound(id string) error {
 	return fmt.Errorf("%w: %q", datastorage.ErrDataNotFound, id)
-}
-
-// BufferedWriter collects a body and hands it to a commit function on
-// Close: zero bytes written commit an empty body; Write after Close returns
-// ErrClosed; Close runs the commit once and a second Close returns the
-// first one's result without committing again. It is not safe for
-// concurrent use, like most io.Writers.
-type BufferedWriter struct {
-	commit func([]byte) error
-	buf    bytes.Buffer
-	once   sync.Once
-	closed bool
-	err    error
-}
-
-// NewBufferedWriter returns a BufferedWriter that calls commit on Close.
-func NewBufferedWriter(commit func([]byte) error) *BufferedWriter {
-	return &BufferedWriter{commit: commit}
-}
-
-// Write appends p to the body.
-func (w *BufferedWriter) Write(p []byte) (int, error) {
-	if w.closed {
-		return 0, ErrClosed
-	}
-	return w.buf.Write(p)
-}
-
-// Close commits the body, once.
-func (w *BufferedWriter) Close() error {
-	w.once.Do(func() {
-		w.closed = true
-		data := w.buf.Bytes()
-		if data == nil {
-			data = []byte{}
-		}
-		w.err = w.commit(data)
-		w.buf = bytes.Buffer{}
-	})
-	return w.err
 }
 
 // BytesReader is an io.ReadCloser over a body in memory; Read after Close

@@ -137,7 +137,7 @@ func TestBackendTableNames(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := "message_id character varying NO,data bytea NO,size bigint NO,created timestamp with time zone NO,updated timestamp with time zone NO"
+		want := "message_id character varying NO,data bytea NO,size bigint NO,created timestamp with time zone NO,updated timestamp with time zone NO,chunked_version bigint YES"
 		if got := strings.Join(cols, ","); got != want {
 			t.Errorf("columns:\n got %s\nwant %s", got, want)
 		}

@@ -340,7 +340,7 @@ func warm(b *testing.B, r *tenant.Router, n int, m pgx.QueryExecMode, k int) {
 				if p.Partition != "" {
 					return // one statement set for all tenants: nothing to warm
 				}
-				s, err := backend.NewStore(c, backend.Target{Table: p.Table}, m)
+				s, err := backend.NewStore(c, backend.Target{Table: p.Table}, backend.Options{Mode: m})
 				if err == nil {
 					err = s.Put(ctx, wid, nil)
 				}

@@ -18,7 +18,7 @@ func BenchmarkSharedGuardCost(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	set := provisioned(b, schema.SharedTable, 1, pgx.QueryExecModeCacheStatement, tenant.DefaultStatementCacheCapacity)
 	p, _ := set.router.Placement("tenant-00000")
-	unguarded, err := backend.NewStore(set.router.Pool(), backend.Target{Table: p.Table, Partition: p.Partition}, pgx.QueryExecModeCacheStatement)
+	unguarded, err := backend.NewStore(set.router.Pool(), backend.Target{Table: p.Table, Partition: p.Partition}, backend.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -108,11 +108,13 @@ func TableExists(ctx context.Context, q Querier, t Table) (bool, error) {
 	return exists, err
 }
 
-// EnsureTable creates the message table t (see CreateTableSQL), and its
-// schema, unless t already exists. Concurrent callers in any number of
-// processes are serialised by an advisory lock keyed by t.
+// EnsureTable creates the message table t (see CreateTableSQL), its chunk
+// table and its schema, unless they exist; an existing table without the
+// chunk table (one made by RetrySpool's original backend) gets the
+// chunked_version column and the chunk table. Concurrent callers in any
+// number of processes are serialised by an advisory lock keyed by t.
 func EnsureTable(ctx context.Context, db Beginner, q Querier, t Table, shared bool) error {
-	if ok, err := TableExists(ctx, q, t); err != nil || ok {
+	if ok, err := TableExists(ctx, q, ChunkTable(t)); err != nil || ok {
 		return err
 	}
 	return InTx(ctx, db, "table:"+t.String(), func(tx pgx.Tx) error {

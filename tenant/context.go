@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/schema"
 )
 
@@ -17,6 +18,9 @@ var (
 	// ErrTenantDeleted reports a write to a tenant that was dropped and not
 	// provisioned again. Nothing is written.
 	ErrTenantDeleted = errors.New("pgtenant: tenant deleted")
+	// ErrTooLarge reports a body over the maximum message size (see
+	// Factory.WithMaxMessageSize); nothing was stored.
+	ErrTooLarge = backend.ErrTooLarge
 )
 
 type ctxKey struct{}

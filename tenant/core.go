@@ -21,7 +21,7 @@ type core struct {
 	ownPool     bool
 	layout      schema.Layout
 	store       string // the layout's key in the registry
-	mode        pgx.QueryExecMode
+	opts        backend.Options
 	resolver    Resolver
 	lockTimeout time.Duration
 
@@ -37,11 +37,12 @@ func newCore(ctx context.Context, pool *pgxpool.Pool, own bool, layout schema.La
 		return nil, err
 	}
 	c := &core{
-		pool: pool, ownPool: own, layout: layout, store: layout.Store(), mode: f.mode,
+		pool: pool, ownPool: own, layout: layout, store: layout.Store(),
+		opts:     backend.Options{Mode: f.mode, MaxMessageSize: f.maxSize},
 		resolver: f.resolver, lockTimeout: f.lockTimeout, ensured: cache,
 	}
 	// Check the exec mode before any SQL.
-	if _, err := backend.NewStore(pool, backend.Target{Table: layout.Base}, f.mode); err != nil {
+	if _, err := backend.NewStore(pool, backend.Target{Table: layout.Base}, c.opts); err != nil {
 		return nil, err
 	}
 	if err := c.setup(ctx); err != nil {
@@ -94,7 +95,7 @@ func (c *core) compile(id string) (*backend.Store, schema.Placement, error) {
 	if p.Partition != "" {
 		t.Guard = &backend.Guard{SQL: schema.ActiveGuard, Args: []any{c.store, id}}
 	}
-	s, err := backend.NewStore(c.pool, t, c.mode)
+	s, err := backend.NewStore(c.pool, t, c.opts)
 	return s, p, err
 }
 
@@ -205,18 +206,22 @@ func (c *core) drop(ctx context.Context, id string) error {
 			fmt.Sprintf("%dms", c.lockTimeout.Milliseconds())); err != nil {
 			return err
 		}
-		q := p.Table.Sanitize()
+		q, cq := p.Table.Sanitize(), schema.ChunkTable(p.Table).Sanitize()
 		switch {
 		case p.Partition != "":
 			// SHARE mode waits for writes in flight; writes after it see the
 			// tombstone through their guard.
-			if _, err := tx.Exec(ctx, "LOCK TABLE "+q+" IN SHARE MODE"); err != nil {
+			if _, err := tx.Exec(ctx, "LOCK TABLE "+q+", "+cq+" IN SHARE MODE"); err != nil {
 				return err
 			}
-			_, err := tx.Exec(ctx, "DELETE FROM "+q+" WHERE "+schema.TenantColumn+" = $1", id)
-			return err
+			for _, t := range []string{cq, q} {
+				if _, err := tx.Exec(ctx, "DELETE FROM "+t+" WHERE "+schema.TenantColumn+" = $1", id); err != nil {
+					return err
+				}
+			}
+			return nil
 		case p.OwnSchema:
-			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+q); err != nil {
+			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+q+", "+cq); err != nil {
 				return err
 			}
 			// The schema goes too unless another layout keeps a table in it.
@@ -233,7 +238,7 @@ func (c *core) drop(ctx context.Context, id string) error {
 			}
 			return sp.Commit(ctx)
 		default:
-			_, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+q)
+			_, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+q+", "+cq)
 			return err
 		}
 	})
@@ -243,3 +248,4 @@ func (c *core) drop(ctx context.Context, id string) error {
 	}
 	return nil
 }
+

@@ -43,6 +43,7 @@ type Factory struct {
 	mode             pgx.QueryExecMode
 	resolver         Resolver
 	lockTimeout      time.Duration
+	maxSize          int64
 
 	shared *sharedCore
 }
@@ -147,6 +148,13 @@ func (f *Factory) WithStatementCacheCapacity(n int) *Factory {
 // locks (default DefaultLockTimeout).
 func (f *Factory) WithLockTimeout(d time.Duration) *Factory {
 	return f.with(func(c *Factory) { c.lockTimeout = d })
+}
+
+// WithMaxMessageSize returns a copy that refuses bodies over n bytes with
+// ErrTooLarge, counted as they arrive (default
+// backend.DefaultMaxMessageSize, 512 MiB).
+func (f *Factory) WithMaxMessageSize(n int64) *Factory {
+	return f.with(func(c *Factory) { c.maxSize = n })
 }
 
 // Name returns "pgtenant".

@@ -50,26 +50,28 @@ func (r *Router) resolve(ctx context.Context, messageID string) (string, error) 
 	return id, nil
 }
 
-// write runs op on tenant id's Store, creating the tenant's objects first if
-// needed. If the objects vanished under a cached entry (dropped by another
-// host or by hand) or a shared-table guard refused the write, the entry is
-// evicted and the tenant re-checked once: a tombstoned tenant then answers
-// ErrTenantDeleted, an active one is re-created and op runs again. op must
-// be safe to run twice; every write here is a single idempotent upsert.
-func (r *Router) write(ctx context.Context, id string, op func(*backend.Store) error) error {
-	s, err := r.core.ensure(ctx, id, false)
-	if err != nil {
-		return err
-	}
-	err = op(s)
-	if errors.Is(err, backend.ErrTableMissing) || errors.Is(err, backend.ErrGuardFailed) {
-		r.core.ensured.Remove(id)
-		if s, err = r.core.ensure(ctx, id, false); err != nil {
-			return err
+// writer returns a streaming writer for tenant id's message. The tenant's
+// objects are ensured before the first statement. If that statement finds
+// them gone (dropped by another host or by hand), the cached entry is
+// evicted and the tenant re-checked once: re-created if the registry says
+// active, ErrTenantDeleted if tombstoned.
+func (r *Router) writer(ctx context.Context, id, messageID string) *backend.StreamWriter {
+	return backend.NewStreamWriter(ctx, messageID, func(retry bool) (*backend.Store, error) {
+		if r.closed.Load() {
+			return nil, ErrClosed
 		}
-		err = op(s)
-	}
+		if retry {
+			r.core.ensured.Remove(id)
+		}
+		return r.core.ensure(ctx, id, false)
+	})
+}
+
+// writeErr maps a refused write guard (SharedTable) onto ErrTenantDeleted
+// and forgets the tenant.
+func (r *Router) writeErr(id string, err error) error {
 	if errors.Is(err, backend.ErrGuardFailed) {
+		r.core.ensured.Remove(id)
 		return fmt.Errorf("%w: %q", ErrTenantDeleted, id)
 	}
 	return err
@@ -98,14 +100,11 @@ func (r *Router) StoreData(ctx context.Context, messageID string, data io.Reader
 	if err != nil {
 		return 0, err
 	}
-	body, err := backend.ReadAll(ctx, messageID, data)
-	if err != nil {
+	if err := backend.ValidateMessageID(messageID); err != nil {
 		return 0, err
 	}
-	if err := r.write(ctx, id, func(s *backend.Store) error { return s.Put(ctx, messageID, body) }); err != nil {
-		return 0, err
-	}
-	return int64(len(body)), nil
+	n, err := r.writer(ctx, id, messageID).StoreFrom(data)
+	return n, r.writeErr(id, err)
 }
 
 // GetDataReader returns a reader over the tenant's body stored under
@@ -134,12 +133,7 @@ func (r *Router) GetDataWriter(ctx context.Context, messageID string) (io.WriteC
 	if err := backend.ValidateMessageID(messageID); err != nil {
 		return nil, err
 	}
-	return backend.NewBufferedWriter(func(body []byte) error {
-		if r.closed.Load() {
-			return ErrClosed
-		}
-		return r.write(ctx, id, func(s *backend.Store) error { return s.Put(ctx, messageID, body) })
-	}), nil
+	return &routerWriter{StreamWriter: r.writer(ctx, id, messageID), r: r, id: id}, nil
 }
 
 // DeleteData removes the tenant's body stored under messageID, or returns an
@@ -206,3 +200,17 @@ func (r *Router) Close() error {
 	})
 	return nil
 }
+
+// routerWriter maps write errors the way StoreData does.
+type routerWriter struct {
+	*backend.StreamWriter
+	r  *Router
+	id string
+}
+
+func (w *routerWriter) Write(p []byte) (int, error) {
+	n, err := w.StreamWriter.Write(p)
+	return n, w.r.writeErr(w.id, err)
+}
+
+func (w *routerWriter) Close() error { return w.r.writeErr(w.id, w.StreamWriter.Close()) }

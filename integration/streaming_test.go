@@ -1,0 +1,327 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/pgtenant/pgtenant/backend"
+	"github.com/pgtenant/pgtenant/integration/conformance"
+	"github.com/pgtenant/pgtenant/schema"
+	"github.com/pgtenant/pgtenant/tenant"
+	datastorage "schneider.vip/retryspool/storage/data"
+)
+
+const chunk = backend.DefaultChunkSize
+
+// bodyReader streams size pseudo-random bytes determined by seed, so large
+// bodies can be written and checked without holding them in memory.
+func bodyReader(seed uint64, size int64) io.Reader {
+	return io.LimitReader(&prng{r: rand.New(rand.NewPCG(seed, seed^0x9e3779b97f4a7c15))}, size)
+}
+
+// prng yields the same byte stream whatever the sizes of the reads.
+type prng struct {
+	r    *rand.Rand
+	w    [8]byte
+	left []byte
+}
+
+func (p *prng) Read(b []byte) (int, error) {
+	n := 0
+	for n < len(b) {
+		if len(p.left) == 0 {
+			binary.LittleEndian.PutUint64(p.w[:], p.r.Uint64())
+			p.left = p.w[:]
+		}
+		k := copy(b[n:], p.left)
+		p.left = p.left[k:]
+		n += k
+	}
+	return n, nil
+}
+
+// oddWriter writes through w in pieces of varying odd sizes.
+func oddCopy(w io.Writer, r io.Reader) error {
+	sizes := []int{1, 7, 4093, 65537, 1 << 20, 3}
+	buf := make([]byte, 1<<20+1)
+	for i := 0; ; i++ {
+		n, err := io.ReadFull(r, buf[:sizes[i%len(sizes)]])
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// mustMatch reads id and compares it with the body of seed and size.
+func mustMatch(t *testing.T, b datastorage.Backend, ctx context.Context, id string, seed uint64, size int64) {
+	t.Helper()
+	r, err := b.GetDataReader(ctx, id)
+	if err != nil {
+		t.Fatalf("reading %s: %v", id, err)
+	}
+	defer r.Close()
+	want := bodyReader(seed, size)
+	got, wbuf := make([]byte, 1<<20), make([]byte, 1<<20)
+	var total int64
+	for {
+		n, err := io.ReadFull(r, got)
+		if n > 0 {
+			if _, werr := io.ReadFull(want, wbuf[:n]); werr != nil {
+				t.Fatalf("%s: body longer than %d bytes", id, size)
+			}
+			if !bytes.Equal(got[:n], wbuf[:n]) {
+				t.Fatalf("%s: bytes differ in [%d, %d)", id, total, total+int64(n))
+			}
+			total += int64(n)
+		}
+		if err == io.EOF || err == io.ErrUnexpectedEOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v after %d bytes", id, err, total)
+		}
+	}
+	if total != size {
+		t.Fatalf("%s: read %d bytes, want %d", id, total, size)
+	}
+}
+
+type streamCase struct {
+	name string
+	b    datastorage.Backend
+	ctx  context.Context
+}
+
+func streamBackends(t *testing.T, maxSize int64) []streamCase {
+	t.Helper()
+	bb := setupBackend(t)
+	plain, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("stream").WithMaxMessageSize(maxSize).Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = plain.Close() })
+	cases := []streamCase{{"backend", plain, context.Background()}}
+	for _, mode := range []schema.Isolation{schema.SchemaPerTenant, schema.SharedTable} {
+		r, err := tenant.NewFactory(bb.dsn).WithPool(bb.pool).WithIsolation(mode).WithMaxMessageSize(maxSize).NewRouter()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = r.Close() })
+		cases = append(cases, streamCase{mode.String(), r, tenant.WithTenant(context.Background(), "streamer")})
+	}
+	return cases
+}
+
+func TestStreamingRoundTrips(t *testing.T) {
+	t.Parallel()
+	sizes := []int64{0, 1, chunk - 1, chunk, chunk + 1, 3*chunk + 5, 8 << 20}
+	for i, c := range streamBackends(t, backend.DefaultMaxMessageSize) {
+		t.Run(c.name, func(t *testing.T) {
+			for _, size := range sizes {
+				seed := uint64(size) + uint64(i)
+				id := fmt.Sprintf("s-%d", size)
+				n, err := c.b.StoreData(c.ctx, id, bodyReader(seed, size))
+				if err != nil || n != size {
+					t.Fatalf("StoreData(%d bytes) = %d, %v", size, n, err)
+				}
+				mustMatch(t, c.b, c.ctx, id, seed, size)
+
+				w, err := c.b.GetDataWriter(c.ctx, "w-"+id)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := oddCopy(w, bodyReader(seed+1, size)); err != nil {
+					t.Fatal(err)
+				}
+				if err := w.Close(); err != nil {
+					t.Fatal(err)
+				}
+				mustMatch(t, c.b, c.ctx, "w-"+id, seed+1, size)
+			}
+		})
+	}
+}
+
+func TestStreaming256MiB(t *testing.T) {
+	if testing.Short() {
+		t.Skip("256 MiB round trips skipped in -short mode")
+	}
+	t.Parallel()
+	const size = 256 << 20
+	cases := streamBackends(t, backend.DefaultMaxMessageSize)
+	for _, c := range []streamCase{cases[0], cases[2]} { // backend and shared-table router
+		n, err := c.b.StoreData(c.ctx, "huge", bodyReader(256, size))
+		if err != nil || n != size {
+			t.Fatalf("%s: StoreData = %d, %v", c.name, n, err)
+		}
+		mustMatch(t, c.b, c.ctx, "huge", 256, size)
+		w, err := c.b.GetDataWriter(c.ctx, "huge-w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := oddCopy(w, bodyReader(257, size)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		mustMatch(t, c.b, c.ctx, "huge-w", 257, size)
+		if err := c.b.DeleteData(c.ctx, "huge"); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func TestStreamingReaderSeesOneVersion(t *testing.T) {
+	t.Parallel()
+	for _, c := range streamBackends(t, backend.DefaultMaxMessageSize) {
+		t.Run(c.name, func(t *testing.T) {
+			const size = 3*chunk + 11
+			if _, err := c.b.StoreData(c.ctx, "v", bodyReader(1, size)); err != nil {
+				t.Fatal(err)
+			}
+			r, err := c.b.GetDataReader(c.ctx, "v")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			first := make([]byte, 10)
+			if _, err := io.ReadFull(r, first); err != nil {
+				t.Fatal(err)
+			}
+			// Replace it while the reader is open: a large body, then a small one.
+			if _, err := c.b.StoreData(c.ctx, "v", bodyReader(2, size+chunk)); err != nil {
+				t.Fatal(err)
+			}
+			rest, err := io.ReadAll(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, _ := io.ReadAll(bodyReader(1, size))
+			if !bytes.Equal(append(first, rest...), want) {
+				t.Fatal("open reader returned bytes of another version")
+			}
+			mustMatch(t, c.b, c.ctx, "v", 2, size+chunk)
+			conformance.MustStore(t, c.b, c.ctx, "v", []byte("small again"))
+			conformance.MustRead(t, c.b, c.ctx, "v", []byte("small again"))
+		})
+	}
+}
+
+func TestStreamingCancelledWriteKeepsOld(t *testing.T) {
+	t.Parallel()
+	bb := setupBackend(t)
+	b, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("cancel").Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	bg := context.Background()
+	const old = 2*chunk + 3
+	if _, err := b.StoreData(bg, "m", bodyReader(1, old)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	w, err := b.GetDataWriter(ctx, "m")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(w, bodyReader(2, 32<<20)); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	_, werr := io.Copy(w, bodyReader(3, 32<<20))
+	cerr := w.Close()
+	if werr == nil || !errors.Is(cerr, context.Canceled) {
+		t.Fatalf("after cancel: Write = %v, Close = %v; want errors, Close context.Canceled", werr, cerr)
+	}
+	mustMatch(t, b, bg, "m", 1, old)
+	var pieces, versions int
+	if err := bb.pool.QueryRow(bg, `SELECT count(*), count(DISTINCT version) FROM public.c_cancel WHERE message_id = 'm'`).
+		Scan(&pieces, &versions); err != nil {
+		t.Fatal(err)
+	}
+	if pieces != 3 || versions != 1 {
+		t.Fatalf("chunk rows after the cancelled write: %d rows in %d versions, want 3 in 1", pieces, versions)
+	}
+	if got := bb.pool.Stat().AcquiredConns(); got != 0 {
+		t.Fatalf("%d connections still acquired", got)
+	}
+}
+
+func TestStreamingMaxSize(t *testing.T) {
+	t.Parallel()
+	const max = 2*chunk + 10
+	for _, c := range streamBackends(t, max) {
+		t.Run(c.name, func(t *testing.T) {
+			conformance.MustStore(t, c.b, c.ctx, "m", []byte("old"))
+			if _, err := c.b.StoreData(c.ctx, "m", bodyReader(1, max+1)); !errors.Is(err, backend.ErrTooLarge) {
+				t.Fatalf("StoreData(max+1) = %v, want ErrTooLarge", err)
+			}
+			conformance.MustRead(t, c.b, c.ctx, "m", []byte("old"))
+			w, err := c.b.GetDataWriter(c.ctx, "n")
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, werr := io.Copy(w, bodyReader(1, max+1))
+			if cerr := w.Close(); !errors.Is(werr, backend.ErrTooLarge) || !errors.Is(cerr, backend.ErrTooLarge) {
+				t.Fatalf("writer over max: Write %v, Close %v", werr, cerr)
+			}
+			conformance.MustNotFind(t, c.b, c.ctx, "n")
+			if n, err := c.b.StoreData(c.ctx, "m", bodyReader(2, max)); err != nil || n != max {
+				t.Fatalf("StoreData(max) = %d, %v", n, err)
+			}
+			mustMatch(t, c.b, c.ctx, "m", 2, max)
+		})
+	}
+}
+
+func TestStreamingReadersReleaseConnections(t *testing.T) {
+	t.Parallel()
+	bb := setupBackend(t)
+	b, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("readers").Create()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	ctx := context.Background()
+	if _, err := b.StoreData(ctx, "big", bodyReader(1, 2*chunk+1)); err != nil {
+		t.Fatal(err)
+	}
+	conformance.MustStore(t, b, ctx, "small", []byte("x"))
+	for i := range 1000 {
+		id := "big"
+		if i%2 == 1 {
+			id = "small"
+		}
+		r, err := b.GetDataReader(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i%3 == 0 {
+			if _, err := r.Read(make([]byte, 100)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := bb.pool.Stat().AcquiredConns(); got != 0 {
+		t.Fatalf("%d connections still acquired after 1000 closed readers", got)
+	}
+}
