@@ -64,4 +64,3 @@ func CreateTableSQL(t Table, shared bool) []string {
 			"PRIMARY KEY (" + lead + "message_id, version, seq))",
 	}
 }
-

@@ -248,4 +248,3 @@ func (c *core) drop(ctx context.Context, id string) error {
 	}
 	return nil
 }
-
