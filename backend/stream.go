@@ -63,7 +63,7 @@ func (w *StreamWriter) open() error {
 	}
 	w.s = s
 	if w.buf == nil {
-		w.buf = make([]byte, 0, min(s.chunkSize, 64<<10))
+		w.buf = make([]byte, 0, min(s.chunkSize, 4<<10)) // grows by append up to one chunk
 	}
 	return nil
 }
