@@ -12,7 +12,6 @@ import (
 
 	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/integration/conformance"
-	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 	datastorage "schneider.vip/retryspool/storage/data"
 )
@@ -115,7 +114,7 @@ func streamBackends(t *testing.T, maxSize int64) []streamCase {
 	}
 	t.Cleanup(func() { _ = plain.Close() })
 	cases := []streamCase{{"backend", plain, context.Background()}}
-	for _, mode := range []schema.Isolation{schema.SchemaPerTenant, schema.SharedTable} {
+	for _, mode := range modes {
 		r, err := tenant.NewFactory(bb.dsn).WithPool(bb.pool).WithIsolation(mode).WithMaxMessageSize(maxSize).NewRouter()
 		if err != nil {
 			t.Fatal(err)
@@ -163,7 +162,7 @@ func TestStreaming256MiB(t *testing.T) {
 	t.Parallel()
 	const size = 256 << 20
 	cases := streamBackends(t, backend.DefaultMaxMessageSize)
-	for _, c := range []streamCase{cases[0], cases[2]} { // backend and shared-table router
+	for _, c := range []streamCase{cases[0], cases[3]} { // backend and shared-table router
 		n, err := c.b.StoreData(c.ctx, "huge", bodyReader(256, size))
 		if err != nil || n != size {
 			t.Fatalf("%s: StoreData = %d, %v", c.name, n, err)
