@@ -33,7 +33,7 @@ const (
 // Options tune a Store.
 type Options struct {
 	// Mode is the pgx exec mode of every statement; the text modes are
-	// refused with ErrTextMode. The zero value is
+	// refused with ErrTextMode. The zero value means
 	// pgx.QueryExecModeCacheStatement.
 	Mode pgx.QueryExecMode
 	// MaxMessageSize is the largest body accepted; 0 means
@@ -82,6 +82,9 @@ type Store struct {
 
 // NewStore returns a Store for t over db.
 func NewStore(db DB, t Target, o Options) (*Store, error) {
+	if o.Mode == 0 {
+		o.Mode = pgx.QueryExecModeCacheStatement
+	}
 	if err := checkExecMode(o.Mode); err != nil {
 		return nil, err
 	}

@@ -384,6 +384,35 @@ func BenchmarkRouterCycle(b *testing.B) {
 					})
 				})
 				b.Run("router", func(b *testing.B) { routerCycles(b, set, body) })
+				b.Run("stores", func(b *testing.B) {
+					// The same tables without the router: one precompiled
+					// backend.Store per tenant on the same pool, picked by
+					// index. What the router adds is the difference to
+					// "router"; what many tables cost the server is the
+					// difference to "plain".
+					stores := make([]*backend.Store, n)
+					for i := range stores {
+						p, err := set.router.Placement(fmt.Sprintf("tenant-%05d", i))
+						if err != nil {
+							b.Fatal(err)
+						}
+						t := backend.Target{Table: p.Table, Partition: p.Partition}
+						if stores[i], err = backend.NewStore(set.router.Pool(), t, backend.Options{}); err != nil {
+							b.Fatal(err)
+						}
+					}
+					runParallel(b, func(w, i int) error {
+						s := stores[rand.IntN(n)]
+						id := "c" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
+						if err := s.Put(context.Background(), id, body); err != nil {
+							return err
+						}
+						if _, err := s.Get(context.Background(), id); err != nil {
+							return err
+						}
+						return s.Delete(context.Background(), id)
+					})
+				})
 			})
 		}
 	}
