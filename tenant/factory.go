@@ -2,6 +2,7 @@ package tenant
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -178,6 +179,9 @@ func (f *Factory) NewRouter() (*Router, error) {
 // OpenRouter is NewRouter with a context.
 func (f *Factory) OpenRouter(ctx context.Context) (*Router, error) {
 	s := f.shared
+	if s == nil {
+		return nil, errors.New("pgtenant: Factory not made by NewFactory")
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.core == nil {
