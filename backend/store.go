@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -261,4 +262,72 @@ func (r *BytesReader) Read(p []byte) (int, error) {
 func (r *BytesReader) Close() error {
 	r.closed = true
 	return nil
+}
+
+// Stats describes the messages of one Store.
+type Stats struct {
+	// Messages is the number of messages.
+	Messages int64
+	// Bytes is the sum of their sizes.
+	Bytes int64
+	// Oldest and Newest are the earliest and latest creation times; zero
+	// when there are no messages.
+	Oldest, Newest time.Time
+}
+
+// Stats counts the Store's messages exactly (a scan of its rows; in a shared
+// table, of its partition's rows via the primary key).
+func (s *Store) Stats(ctx context.Context) (Stats, error) {
+	var (
+		st             Stats
+		oldest, newest *time.Time
+	)
+	where := ""
+	if s.target.Partition != "" {
+		where = " WHERE " + schema.TenantColumn + " = $1"
+	}
+	err := s.db.QueryRow(ctx, "SELECT count(*), coalesce(sum(size), 0)::bigint, min(created), max(created) FROM "+
+		s.target.Table.Sanitize()+where, s.args()...).Scan(&st.Messages, &st.Bytes, &oldest, &newest)
+	if err != nil {
+		return Stats{}, translate(err)
+	}
+	if oldest != nil {
+		st.Oldest, st.Newest = *oldest, *newest
+	}
+	return st, nil
+}
+
+// PurgeBatch is the number of messages Purge deletes per statement.
+const PurgeBatch = 1000
+
+// Purge deletes the messages not updated since before, with their pieces,
+// in batches of PurgeBatch (each its own statement, using the index on
+// updated), and returns how many it deleted. It stops early, returning the
+// count so far, when ctx ends.
+func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
+	q, c := s.target.Table.Sanitize(), schema.ChunkTable(s.target.Table).Sanitize()
+	key, match, next := "message_id", "c.message_id = v.message_id", 1
+	if s.target.Partition != "" {
+		key = schema.TenantColumn + ", message_id"
+		match = "c." + schema.TenantColumn + " = v." + schema.TenantColumn + " AND " + match
+		next = 2
+	}
+	filter := fmt.Sprintf("updated < $%d", next)
+	if s.target.Partition != "" {
+		filter = schema.TenantColumn + " = $1 AND " + filter
+	}
+	sql := "WITH v AS (DELETE FROM " + q + " WHERE (" + key + ") IN (SELECT " + key + " FROM " + q +
+		" WHERE " + filter + fmt.Sprintf(" ORDER BY updated LIMIT $%d) RETURNING ", next+1) + key + "), " +
+		"gone AS (DELETE FROM " + c + " c USING v WHERE " + match + ") SELECT count(*) FROM v"
+	var total int64
+	for {
+		var n int64
+		if err := s.db.QueryRow(ctx, sql, s.args(before, PurgeBatch)...).Scan(&n); err != nil {
+			return total, translate(err)
+		}
+		total += n
+		if n < PurgeBatch {
+			return total, nil
+		}
+	}
 }

@@ -29,6 +29,7 @@ type core struct {
 	// were active when checked, with their compiled statements.
 	ensured *lru.Cache[string, *backend.Store]
 	once    schema.Once
+	limit   *limiter
 }
 
 func newCore(ctx context.Context, pool *pgxpool.Pool, own bool, layout schema.Layout, f *Factory) (*core, error) {
@@ -39,7 +40,7 @@ func newCore(ctx context.Context, pool *pgxpool.Pool, own bool, layout schema.La
 	c := &core{
 		pool: pool, ownPool: own, layout: layout, store: layout.Store(),
 		opts:     backend.Options{Mode: f.mode, MaxMessageSize: f.maxSize},
-		resolver: f.resolver, lockTimeout: f.lockTimeout, ensured: cache,
+		resolver: f.resolver, lockTimeout: f.lockTimeout, ensured: cache, limit: newLimiter(f.tenantConcurrency),
 	}
 	// Check the exec mode before any SQL.
 	if _, err := backend.NewStore(pool, backend.Target{Table: layout.Base}, c.opts); err != nil {

@@ -45,6 +45,8 @@ type Factory struct {
 	resolver         Resolver
 	lockTimeout      time.Duration
 	maxSize          int64
+	// tenantConcurrency bounds operations in flight per tenant; 0: none.
+	tenantConcurrency int
 
 	shared *sharedCore
 }
@@ -156,6 +158,15 @@ func (f *Factory) WithLockTimeout(d time.Duration) *Factory {
 // backend.DefaultMaxMessageSize, 512 MiB).
 func (f *Factory) WithMaxMessageSize(n int64) *Factory {
 	return f.with(func(c *Factory) { c.maxSize = n })
+}
+
+// WithTenantConcurrency returns a copy that lets at most n operations of
+// one tenant run at once (0, the default, means no limit), so that one busy
+// tenant cannot take every pooled connection. A call over the limit waits
+// for a place, or for its context to end. An open reader or writer holds its
+// place until Close.
+func (f *Factory) WithTenantConcurrency(n int) *Factory {
+	return f.with(func(c *Factory) { c.tenantConcurrency = n })
 }
 
 // Name returns "pgtenant".

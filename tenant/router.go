@@ -103,6 +103,11 @@ func (r *Router) StoreData(ctx context.Context, messageID string, data io.Reader
 	if err := backend.ValidateMessageID(messageID); err != nil {
 		return 0, err
 	}
+	release, err := r.core.limit.acquire(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	defer release()
 	n, err := r.writer(ctx, id, messageID).StoreFrom(data)
 	return n, r.writeErr(id, err)
 }
@@ -114,13 +119,21 @@ func (r *Router) GetDataReader(ctx context.Context, messageID string) (io.ReadCl
 	if err != nil {
 		return nil, err
 	}
+	release, err := r.core.limit.acquire(ctx, id)
+	if err != nil {
+		return nil, err
+	}
 	var rc io.ReadCloser
 	err = r.read(id, func(s *backend.Store) error {
 		var err error
 		rc, err = s.Reader(ctx, messageID)
 		return err
 	})
-	return rc, err
+	if err != nil {
+		release()
+		return nil, err
+	}
+	return &routerReader{ReadCloser: rc, release: release}, nil
 }
 
 // GetDataWriter returns a writer whose Close stores the body under
@@ -133,7 +146,11 @@ func (r *Router) GetDataWriter(ctx context.Context, messageID string) (io.WriteC
 	if err := backend.ValidateMessageID(messageID); err != nil {
 		return nil, err
 	}
-	return &routerWriter{StreamWriter: r.writer(ctx, id, messageID), r: r, id: id}, nil
+	release, err := r.core.limit.acquire(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return &routerWriter{StreamWriter: r.writer(ctx, id, messageID), r: r, id: id, release: release}, nil
 }
 
 // DeleteData removes the tenant's body stored under messageID, or returns an
@@ -143,6 +160,11 @@ func (r *Router) DeleteData(ctx context.Context, messageID string) error {
 	if err != nil {
 		return err
 	}
+	release, err := r.core.limit.acquire(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer release()
 	return r.read(id, func(s *backend.Store) error { return s.Delete(ctx, messageID) })
 }
 
@@ -204,8 +226,9 @@ func (r *Router) Close() error {
 // routerWriter maps write errors the way StoreData does.
 type routerWriter struct {
 	*backend.StreamWriter
-	r  *Router
-	id string
+	r       *Router
+	id      string
+	release func()
 }
 
 func (w *routerWriter) Write(p []byte) (int, error) {
@@ -213,4 +236,18 @@ func (w *routerWriter) Write(p []byte) (int, error) {
 	return n, w.r.writeErr(w.id, err)
 }
 
-func (w *routerWriter) Close() error { return w.r.writeErr(w.id, w.StreamWriter.Close()) }
+func (w *routerWriter) Close() error {
+	defer w.release()
+	return w.r.writeErr(w.id, w.StreamWriter.Close())
+}
+
+// routerReader gives the tenant's place back on Close.
+type routerReader struct {
+	io.ReadCloser
+	release func()
+}
+
+func (r *routerReader) Close() error {
+	defer r.release()
+	return r.ReadCloser.Close()
+}

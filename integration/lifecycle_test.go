@@ -1,0 +1,86 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pgtenant/pgtenant/integration/conformance"
+	"github.com/pgtenant/pgtenant/schema"
+	"github.com/pgtenant/pgtenant/tenant"
+)
+
+func TestRouterStatsAndPurge(t *testing.T) {
+	t.Parallel()
+	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
+		rb := setupRouter(t, mode)
+		r := rb.router(t)
+		bg := context.Background()
+		a, b := tenant.WithTenant(bg, "alpha"), tenant.WithTenant(bg, "beta")
+		for i := range 5 {
+			conformance.MustStore(t, r, a, fmt.Sprintf("m%d", i), []byte(strings.Repeat("a", 10*(i+1))))
+		}
+		if _, err := r.StoreData(a, "big", bodyReader(1, 2*chunk+1)); err != nil {
+			t.Fatal(err)
+		}
+		conformance.MustStore(t, r, b, "m0", []byte("b"))
+
+		st, err := r.Stats(bg, "alpha")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Messages != 6 || st.Bytes != 150+2*chunk+1 || st.Oldest.IsZero() || st.Newest.Before(st.Oldest) {
+			t.Fatalf("alpha stats: %+v", st)
+		}
+		if st, err := r.Stats(bg, "nobody"); err != nil || st.Messages != 0 {
+			t.Fatalf("stats of an unknown tenant: %+v, %v", st, err)
+		}
+
+		// Age three of alpha's messages (the large one among them) and one of beta's.
+		p, _ := r.Placement("alpha")
+		pb, _ := r.Placement("beta")
+		age := func(p schema.Placement, ids ...string) {
+			where := "message_id = ANY($1)"
+			args := []any{ids}
+			if p.Partition != "" {
+				where += " AND tenant_id = $2"
+				args = append(args, p.Partition)
+			}
+			if _, err := rb.pool.Exec(bg, "UPDATE "+p.Table.Sanitize()+" SET updated = now() - interval '2 hours' WHERE "+where, args...); err != nil {
+				t.Fatal(err)
+			}
+		}
+		age(p, "m0", "m1", "big")
+		age(pb, "m0")
+		n, err := r.Purge(bg, "alpha", time.Hour)
+		if err != nil || n != 3 {
+			t.Fatalf("Purge = %d, %v; want 3", n, err)
+		}
+		conformance.MustNotFind(t, r, a, "big")
+		conformance.MustRead(t, r, a, "m2", []byte(strings.Repeat("a", 30)))
+		conformance.MustRead(t, r, b, "m0", []byte("b")) // another tenant's old message stays
+		chunks := schema.ChunkTable(p.Table)
+		if left := rb.count(t, "SELECT count(*) FROM "+chunks.Sanitize()); left != 0 {
+			t.Fatalf("%d chunk rows left after purging the large message", left)
+		}
+		if n, err := r.Purge(bg, "nobody", time.Hour); err != nil || n != 0 {
+			t.Fatalf("Purge of an unknown tenant = %d, %v", n, err)
+		}
+
+		over, err := r.Overview(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(over) != 2 || over[0].Tenant != "alpha" || over[1].Tenant != "beta" {
+			t.Fatalf("Overview: %+v", over)
+		}
+		if mode == schema.SharedTable && (over[0].Messages != 3 || over[1].Messages != 1) {
+			t.Fatalf("Overview counts: %+v", over)
+		}
+		if mode != schema.SharedTable && over[0].Bytes <= 0 {
+			t.Fatalf("Overview sizes: %+v", over)
+		}
+	})
+}

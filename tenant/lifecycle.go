@@ -1,0 +1,103 @@
+package tenant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/backend"
+	"github.com/pgtenant/pgtenant/schema"
+)
+
+// Stats describes one tenant's messages.
+type Stats struct {
+	// Tenant is the tenant id.
+	Tenant string
+	// Messages is the number of messages (exact in Router.Stats, the
+	// planner's estimate in Router.Overview for the per-tenant modes).
+	Messages int64
+	// Bytes is the sum of message sizes (Router.Stats, and Overview in
+	// SharedTable) or the disk size of the tenant's message table with its
+	// indexes and TOAST (Overview in the per-tenant modes).
+	Bytes int64
+	// Oldest and Newest are the earliest and latest creation times; zero in
+	// Overview and when there are no messages.
+	Oldest, Newest time.Time
+}
+
+// Stats counts tenant id's messages exactly. A tenant without storage has
+// zero messages.
+func (r *Router) Stats(ctx context.Context, id string) (Stats, error) {
+	if r.closed.Load() {
+		return Stats{}, ErrClosed
+	}
+	if err := Validate(id); err != nil {
+		return Stats{}, err
+	}
+	s, err := r.core.lookup(id)
+	if err != nil {
+		return Stats{}, err
+	}
+	st, err := s.Stats(ctx)
+	if errors.Is(err, backend.ErrTableMissing) {
+		return Stats{Tenant: id}, nil
+	}
+	if err != nil {
+		return Stats{}, fmt.Errorf("pgtenant: stats of tenant %q: %w", id, err)
+	}
+	return Stats{Tenant: id, Messages: st.Messages, Bytes: st.Bytes, Oldest: st.Oldest, Newest: st.Newest}, nil
+}
+
+// Overview returns cheap statistics for every active tenant, in tenant id
+// order: in the per-tenant modes from the catalog (the planner's row
+// estimate, which is -1 or 0 until the table was first vacuumed or
+// analyzed, and the table's disk size), in SharedTable from one grouped
+// scan of the shared table.
+func (r *Router) Overview(ctx context.Context) ([]Stats, error) {
+	if r.closed.Load() {
+		return nil, ErrClosed
+	}
+	var sql string
+	if r.core.layout.Mode == schema.SharedTable {
+		sql = "SELECT t.tenant_id, count(m.message_id), coalesce(sum(m.size), 0)::bigint FROM " + schema.Registry.Sanitize() +
+			" t LEFT JOIN " + r.core.layout.Base.Sanitize() + " m ON m." + schema.TenantColumn + " = t.tenant_id" +
+			" WHERE t.store = $1 AND t.state = 'active' GROUP BY t.tenant_id ORDER BY t.tenant_id"
+	} else {
+		sql = "SELECT t.tenant_id, greatest(coalesce(c.reltuples, 0), 0)::bigint, coalesce(pg_catalog.pg_total_relation_size(c.oid), 0)" +
+			" FROM " + schema.Registry.Sanitize() + " t" +
+			" LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name" +
+			" LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name" +
+			" WHERE t.store = $1 AND t.state = 'active' ORDER BY t.tenant_id"
+	}
+	rows, err := r.core.pool.Query(ctx, sql, r.core.store)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Stats, error) {
+		var s Stats
+		err := row.Scan(&s.Tenant, &s.Messages, &s.Bytes)
+		return s, err
+	})
+}
+
+// Purge deletes tenant id's messages not updated for olderThan, in batches
+// of backend.PurgeBatch, and returns how many it deleted.
+func (r *Router) Purge(ctx context.Context, id string, olderThan time.Duration) (int64, error) {
+	if r.closed.Load() {
+		return 0, ErrClosed
+	}
+	if err := Validate(id); err != nil {
+		return 0, err
+	}
+	s, err := r.core.lookup(id)
+	if err != nil {
+		return 0, err
+	}
+	n, err := s.Purge(ctx, time.Now().Add(-olderThan))
+	if errors.Is(err, backend.ErrTableMissing) {
+		return n, nil
+	}
+	return n, err
+}
