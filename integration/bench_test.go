@@ -245,7 +245,7 @@ func benchFactory(dsn string, mode schema.Isolation) *tenant.Factory {
 }
 
 // parallelTenants calls fn for tenant ids 0..n-1 from benchClients goroutines.
-func parallelTenants(b *testing.B, n int, fn func(i int, id string) error) {
+func parallelTenants(b testing.TB, n int, fn func(i int, id string) error) {
 	var (
 		wg   sync.WaitGroup
 		next atomic.Int64

@@ -19,8 +19,8 @@ const RegistrySchema = "pgtenant"
 var Registry = Table{Schema: RegistrySchema, Name: "tenants"}
 
 // CurrentVersion is the version of the per-tenant objects this release
-// creates.
-const CurrentVersion = 1
+// creates: 1 for CreateTableSQL, then one more per step in Migrations.
+const CurrentVersion = 2
 
 // State is a tenant's state in the registry.
 type State string

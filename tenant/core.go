@@ -67,6 +67,7 @@ func (c *core) setup(ctx context.Context) error {
 		} else if !ok {
 			stmts = append(stmts, schema.CreateSchemaSQL(c.layout.Base.Schema))
 			stmts = append(stmts, schema.CreateTableSQL(c.layout.Base, true)...)
+			stmts = append(stmts, schema.MigrationSQL(0, c.layout.Base)...)
 		}
 	case schema.TablePerTenant:
 		stmts = append(stmts, schema.CreateSchemaSQL(c.layout.Base.Schema))
@@ -146,7 +147,10 @@ func (c *core) ensure(ctx context.Context, id string, provision bool) (*backend.
 				stmts = append(stmts, schema.CreateSchemaSQL(p.Table.Schema))
 			}
 			if p.Partition == "" {
+				// Every step is idempotent; running all of them also covers a
+				// table re-created under a registry row already current.
 				stmts = append(stmts, schema.CreateTableSQL(p.Table, false)...)
+				stmts = append(stmts, schema.MigrationSQL(0, p.Table)...)
 			}
 			if len(stmts) > 0 {
 				if err := schema.ExecAll(ctx, tx, stmts...); err != nil {

@@ -1,0 +1,159 @@
+package tenant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/schema"
+)
+
+// MigrateOptions tune MigrateAll.
+type MigrateOptions struct {
+	// Concurrency is the number of tenants migrated at once (default 4).
+	Concurrency int
+	// Progress, if not nil, is called after each tenant, from the worker
+	// goroutines one at a time, with the counts so far and the tenant's
+	// result.
+	Progress func(done, total int, id string, err error)
+}
+
+// MigrateResult counts what MigrateAll did.
+type MigrateResult struct {
+	// Migrated tenants were brought to schema.CurrentVersion.
+	Migrated int
+	// Current tenants were already there and were skipped.
+	Current int
+	// Failed tenants are listed with their errors; they stay at their
+	// version and are retried by the next run.
+	Failed map[string]error
+}
+
+// MigrateAll brings every active tenant's objects to schema.CurrentVersion.
+// Each tenant migrates in its own transaction, under the tenant's advisory
+// lock and the Factory's lock timeout, and records its new version in the
+// registry in the same transaction. So a run that is interrupted (its
+// context cancelled, the process killed) can simply be run again: tenants
+// already current are skipped. A tenant that fails does not stop the
+// others; MigrateAll returns ctx's error if it was cancelled, else nil.
+func (r *Router) MigrateAll(ctx context.Context, opts MigrateOptions) (MigrateResult, error) {
+	res := MigrateResult{Failed: map[string]error{}}
+	if r.closed.Load() {
+		return res, ErrClosed
+	}
+	c := r.core
+	rows, err := c.pool.Query(ctx, "SELECT tenant_id, version FROM "+schema.Registry.Sanitize()+
+		" WHERE store = $1 AND state = 'active' ORDER BY tenant_id", c.store)
+	if err != nil {
+		return res, err
+	}
+	type todo struct {
+		id      string
+		version int
+	}
+	all, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (todo, error) {
+		var t todo
+		err := row.Scan(&t.id, &t.version)
+		return t, err
+	})
+	if err != nil {
+		return res, err
+	}
+	var work []string
+	for _, t := range all {
+		if t.version >= schema.CurrentVersion {
+			res.Current++
+		} else {
+			work = append(work, t.id)
+		}
+	}
+	n := opts.Concurrency
+	if n <= 0 {
+		n = 4
+	}
+	var (
+		mu   sync.Mutex
+		wg   sync.WaitGroup
+		done int
+		next = make(chan string)
+	)
+	for range min(n, max(len(work), 1)) {
+		wg.Go(func() {
+			for id := range next {
+				migrated, err := c.migrate(ctx, id)
+				mu.Lock()
+				switch {
+				case err != nil:
+					res.Failed[id] = err
+				case migrated:
+					res.Migrated++
+				default:
+					res.Current++
+				}
+				done++
+				if opts.Progress != nil {
+					opts.Progress(done, len(work), id, err)
+				}
+				mu.Unlock()
+			}
+		})
+	}
+feed:
+	for _, id := range work {
+		select {
+		case next <- id:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		// Tenants whose transaction the cancellation interrupted are not
+		// failures: they stay at their version for the next run.
+		for id, ferr := range res.Failed {
+			if errors.Is(ferr, context.Canceled) || errors.Is(ferr, context.DeadlineExceeded) {
+				delete(res.Failed, id)
+			}
+		}
+		return res, err
+	}
+	return res, nil
+}
+
+// migrate brings one tenant to the current version; false if it already
+// was (another host got there first).
+func (c *core) migrate(ctx context.Context, id string) (bool, error) {
+	p, err := c.layout.Place(id)
+	if err != nil {
+		return false, err
+	}
+	migrated := false
+	err = schema.InTx(ctx, c.pool, "tenant:"+c.store+"\x00"+id, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)",
+			fmt.Sprintf("%dms", c.lockTimeout.Milliseconds())); err != nil {
+			return err
+		}
+		rec, found, err := schema.Lookup(ctx, tx, c.store, id)
+		if err != nil || !found || rec.State != schema.Active || rec.Version >= schema.CurrentVersion {
+			return err
+		}
+		if p.Partition == "" {
+			if err := schema.ExecAll(ctx, tx, schema.MigrationSQL(rec.Version, p.Table)...); err != nil {
+				return err
+			}
+		}
+		if _, err := tx.Exec(ctx, "UPDATE "+schema.Registry.Sanitize()+
+			" SET version = $3, updated = NOW() WHERE store = $1 AND tenant_id = $2", c.store, id, schema.CurrentVersion); err != nil {
+			return err
+		}
+		migrated = true
+		return nil
+	})
+	if err != nil {
+		return false, fmt.Errorf("pgtenant: migrating tenant %q: %w", id, err)
+	}
+	return migrated, nil
+}
