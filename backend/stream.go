@@ -68,6 +68,9 @@ func (w *StreamWriter) open() error {
 	return nil
 }
 
+// Len returns the number of bytes written so far.
+func (w *StreamWriter) Len() int64 { return w.n }
+
 // Write adds p to the body.
 func (w *StreamWriter) Write(p []byte) (int, error) {
 	if w.closed {

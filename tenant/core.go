@@ -30,23 +30,32 @@ type core struct {
 	ensured *lru.Cache[string, *backend.Store]
 	once    schema.Once
 	limit   *limiter
+	obs     *observer
 }
 
 func newCore(ctx context.Context, pool *pgxpool.Pool, own bool, layout schema.Layout, f *Factory) (*core, error) {
-	cache, err := lru.New[string, *backend.Store](f.cacheSize)
+	obs, err := newObserver(f.meterProvider, f.logger, f.tenantAttr, pool)
 	if err != nil {
+		return nil, err
+	}
+	cache, err := lru.NewWithEvict(f.cacheSize, func(id string, _ *backend.Store) {
+		obs.cacheEvicts.Add(context.Background(), 1, obs.attrs(id))
+	})
+	if err != nil {
+		obs.close()
 		return nil, err
 	}
 	c := &core{
 		pool: pool, ownPool: own, layout: layout, store: layout.Store(),
 		opts:     backend.Options{Mode: f.mode, MaxMessageSize: f.maxSize},
-		resolver: f.resolver, lockTimeout: f.lockTimeout, ensured: cache, limit: newLimiter(f.tenantConcurrency),
+		resolver: f.resolver, lockTimeout: f.lockTimeout, ensured: cache, limit: newLimiter(f.tenantConcurrency), obs: obs,
 	}
 	// Check the exec mode before any SQL.
 	if _, err := backend.NewStore(pool, backend.Target{Table: layout.Base}, c.opts); err != nil {
 		return nil, err
 	}
 	if err := c.setup(ctx); err != nil {
+		obs.close()
 		return nil, fmt.Errorf("pgtenant: setting up %s: %w", c.store, err)
 	}
 	return c, nil
@@ -81,6 +90,7 @@ func (c *core) setup(ctx context.Context) error {
 }
 
 func (c *core) close() {
+	c.obs.close()
 	c.ensured.Purge()
 	if c.ownPool {
 		c.pool.Close()
@@ -116,9 +126,12 @@ func (c *core) lookup(id string) (*backend.Store, error) {
 func (c *core) ensure(ctx context.Context, id string, provision bool) (*backend.Store, error) {
 	if !provision {
 		if s, ok := c.ensured.Get(id); ok {
+			c.obs.cacheHits.Add(ctx, 1, c.obs.attrs(id))
 			return s, nil
 		}
+		c.obs.cacheMisses.Add(ctx, 1, c.obs.attrs(id))
 	}
+	start := time.Now()
 	s, p, err := c.compile(id)
 	if err != nil {
 		return nil, err
@@ -162,9 +175,14 @@ func (c *core) ensure(ctx context.Context, id string, provision bool) (*backend.
 	})
 	if err != nil {
 		if errors.Is(err, ErrTenantDeleted) {
-			return nil, fmt.Errorf("%w: %q", ErrTenantDeleted, id)
+			err = fmt.Errorf("%w: %q", ErrTenantDeleted, id)
+		} else {
+			err = fmt.Errorf("pgtenant: ensuring tenant %q: %w", id, translateRegistry(err))
 		}
-		return nil, fmt.Errorf("pgtenant: ensuring tenant %q: %w", id, translateRegistry(err))
+	}
+	c.obs.ensure(ctx, id, start, err)
+	if err != nil {
+		return nil, err
 	}
 	c.ensured.Add(id, s)
 	return s, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/schema"
+	"go.opentelemetry.io/otel/metric"
 	datastorage "schneider.vip/retryspool/storage/data"
 )
 
@@ -47,6 +49,10 @@ type Factory struct {
 	maxSize          int64
 	// tenantConcurrency bounds operations in flight per tenant; 0: none.
 	tenantConcurrency int
+	meterProvider     metric.MeterProvider
+	tenantAttr        bool
+	logger            *slog.Logger
+	tracer            pgx.QueryTracer
 
 	shared *sharedCore
 }
@@ -169,6 +175,33 @@ func (f *Factory) WithTenantConcurrency(n int) *Factory {
 	return f.with(func(c *Factory) { c.tenantConcurrency = n })
 }
 
+// WithMeterProvider returns a copy that records OpenTelemetry metrics
+// through mp (default: none). See the README for the instruments.
+func (f *Factory) WithMeterProvider(mp metric.MeterProvider) *Factory {
+	return f.with(func(c *Factory) { c.meterProvider = mp })
+}
+
+// WithTenantAttribute returns a copy that adds the tenant id as the
+// "tenant" attribute to per-tenant metrics. Off by default: with many
+// tenants it multiplies the number of time series.
+func (f *Factory) WithTenantAttribute(on bool) *Factory {
+	return f.with(func(c *Factory) { c.tenantAttr = on })
+}
+
+// WithLogger returns a copy that logs through l: tenant creation and
+// failures to ensure one (Debug, Warn), Provision, Drop and MigrateAll
+// (Info). Silent by default.
+func (f *Factory) WithLogger(l *slog.Logger) *Factory {
+	return f.with(func(c *Factory) { c.logger = l })
+}
+
+// WithQueryTracer returns a copy whose own pool traces queries with t (for
+// example OpenTelemetry's tracer for pgx). With WithPool, set the tracer on
+// that pool's configuration instead.
+func (f *Factory) WithQueryTracer(t pgx.QueryTracer) *Factory {
+	return f.with(func(c *Factory) { c.tracer = t })
+}
+
 // Name returns "pgtenant".
 func (f *Factory) Name() string { return "pgtenant" }
 
@@ -244,6 +277,9 @@ func (f *Factory) openCore(ctx context.Context) (*core, error) {
 		cfg.ConnConfig.DefaultQueryExecMode = f.mode
 		cfg.ConnConfig.StatementCacheCapacity = f.stmtCacheCap
 		cfg.ConnConfig.DescriptionCacheCapacity = f.stmtCacheCap
+		if f.tracer != nil {
+			cfg.ConnConfig.Tracer = f.tracer
+		}
 		if pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
 			return nil, fmt.Errorf("pgtenant: opening pool: %w", err)
 		}

@@ -2,7 +2,6 @@ package tenant
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
@@ -37,7 +36,8 @@ type MigrateResult struct {
 // registry in the same transaction. So a run that is interrupted (its
 // context cancelled, the process killed) can simply be run again: tenants
 // already current are skipped. A tenant that fails does not stop the
-// others; MigrateAll returns ctx's error if it was cancelled, else nil.
+// others. When ctx is cancelled, the tenants in flight finish, no new one
+// starts, and MigrateAll returns ctx's error; otherwise nil.
 func (r *Router) MigrateAll(ctx context.Context, opts MigrateOptions) (MigrateResult, error) {
 	res := MigrateResult{Failed: map[string]error{}}
 	if r.closed.Load() {
@@ -110,22 +110,19 @@ feed:
 	}
 	close(next)
 	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		// Tenants whose transaction the cancellation interrupted are not
-		// failures: they stay at their version for the next run.
-		for id, ferr := range res.Failed {
-			if errors.Is(ferr, context.Canceled) || errors.Is(ferr, context.DeadlineExceeded) {
-				delete(res.Failed, id)
-			}
-		}
-		return res, err
-	}
-	return res, nil
+	c.obs.log.InfoContext(ctx, "pgtenant: migration run", "store", c.store, "version", schema.CurrentVersion,
+		"migrated", res.Migrated, "current", res.Current, "failed", len(res.Failed))
+	return res, ctx.Err()
 }
 
 // migrate brings one tenant to the current version; false if it already
 // was (another host got there first).
+// The tenant's transaction runs to its end even if ctx is cancelled
+// meanwhile (bounded by the lock timeout and schema.DDLTimeout), so that a
+// cancelled run knows exactly which tenants it migrated.
 func (c *core) migrate(ctx context.Context, id string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), schema.DDLTimeout)
+	defer cancel()
 	p, err := c.layout.Place(id)
 	if err != nil {
 		return false, err

@@ -7,6 +7,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/backend"
@@ -95,7 +96,7 @@ func (r *Router) read(id string, op func(*backend.Store) error) error {
 // StoreData stores the body read from data under messageID for the call's
 // tenant, creating the tenant's objects on its first write, and returns the
 // number of bytes stored.
-func (r *Router) StoreData(ctx context.Context, messageID string, data io.Reader) (int64, error) {
+func (r *Router) StoreData(ctx context.Context, messageID string, data io.Reader) (n int64, err error) {
 	id, err := r.resolve(ctx, messageID)
 	if err != nil {
 		return 0, err
@@ -103,12 +104,19 @@ func (r *Router) StoreData(ctx context.Context, messageID string, data io.Reader
 	if err := backend.ValidateMessageID(messageID); err != nil {
 		return 0, err
 	}
+	start := time.Now()
+	defer func() {
+		r.core.obs.op(ctx, "store", id, start, err)
+		if err == nil {
+			r.core.obs.bytesIn.Add(ctx, n, r.core.obs.attrs(id))
+		}
+	}()
 	release, err := r.core.limit.acquire(ctx, id)
 	if err != nil {
 		return 0, err
 	}
 	defer release()
-	n, err := r.writer(ctx, id, messageID).StoreFrom(data)
+	n, err = r.writer(ctx, id, messageID).StoreFrom(data)
 	return n, r.writeErr(id, err)
 }
 
@@ -119,8 +127,10 @@ func (r *Router) GetDataReader(ctx context.Context, messageID string) (io.ReadCl
 	if err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	release, err := r.core.limit.acquire(ctx, id)
 	if err != nil {
+		r.core.obs.op(ctx, "read", id, start, err)
 		return nil, err
 	}
 	var rc io.ReadCloser
@@ -131,9 +141,13 @@ func (r *Router) GetDataReader(ctx context.Context, messageID string) (io.ReadCl
 	})
 	if err != nil {
 		release()
+		r.core.obs.op(ctx, "read", id, start, err)
 		return nil, err
 	}
-	return &routerReader{ReadCloser: rc, release: release}, nil
+	return &routerReader{ReadCloser: rc, release: release, done: func(n int64, err error) {
+		r.core.obs.op(ctx, "read", id, start, err)
+		r.core.obs.bytesOut.Add(ctx, n, r.core.obs.attrs(id))
+	}}, nil
 }
 
 // GetDataWriter returns a writer whose Close stores the body under
@@ -146,11 +160,19 @@ func (r *Router) GetDataWriter(ctx context.Context, messageID string) (io.WriteC
 	if err := backend.ValidateMessageID(messageID); err != nil {
 		return nil, err
 	}
+	start := time.Now()
 	release, err := r.core.limit.acquire(ctx, id)
 	if err != nil {
+		r.core.obs.op(ctx, "write", id, start, err)
 		return nil, err
 	}
-	return &routerWriter{StreamWriter: r.writer(ctx, id, messageID), r: r, id: id, release: release}, nil
+	return &routerWriter{StreamWriter: r.writer(ctx, id, messageID), r: r, id: id, release: release,
+		done: func(n int64, err error) {
+			r.core.obs.op(ctx, "write", id, start, err)
+			if err == nil {
+				r.core.obs.bytesIn.Add(ctx, n, r.core.obs.attrs(id))
+			}
+		}}, nil
 }
 
 // DeleteData removes the tenant's body stored under messageID, or returns an
@@ -160,12 +182,14 @@ func (r *Router) DeleteData(ctx context.Context, messageID string) error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
 	release, err := r.core.limit.acquire(ctx, id)
-	if err != nil {
-		return err
+	if err == nil {
+		err = r.read(id, func(s *backend.Store) error { return s.Delete(ctx, messageID) })
+		release()
 	}
-	defer release()
-	return r.read(id, func(s *backend.Store) error { return s.Delete(ctx, messageID) })
+	r.core.obs.op(ctx, "delete", id, start, err)
+	return err
 }
 
 // Provision creates tenant id's objects if they are missing and marks it
@@ -178,6 +202,9 @@ func (r *Router) Provision(ctx context.Context, id string) error {
 		return err
 	}
 	_, err := r.core.ensure(ctx, id, true)
+	if err == nil {
+		r.core.obs.log.InfoContext(ctx, "pgtenant: tenant provisioned", "tenant", id, "store", r.core.store)
+	}
 	return err
 }
 
@@ -193,7 +220,13 @@ func (r *Router) Drop(ctx context.Context, id string) error {
 	if err := Validate(id); err != nil {
 		return err
 	}
-	return r.core.drop(ctx, id)
+	err := r.core.drop(ctx, id)
+	if err == nil {
+		r.core.obs.log.InfoContext(ctx, "pgtenant: tenant dropped", "tenant", id, "store", r.core.store)
+	} else {
+		r.core.obs.log.WarnContext(ctx, "pgtenant: dropping tenant failed", "tenant", id, "err", err)
+	}
+	return err
 }
 
 // List returns the ids of the active tenants of the Router's layout, in
@@ -229,6 +262,8 @@ type routerWriter struct {
 	r       *Router
 	id      string
 	release func()
+	done    func(n int64, err error)
+	closed  bool
 }
 
 func (w *routerWriter) Write(p []byte) (int, error) {
@@ -238,16 +273,40 @@ func (w *routerWriter) Write(p []byte) (int, error) {
 
 func (w *routerWriter) Close() error {
 	defer w.release()
-	return w.r.writeErr(w.id, w.StreamWriter.Close())
+	err := w.r.writeErr(w.id, w.StreamWriter.Close())
+	if !w.closed {
+		w.closed = true
+		w.done(w.Len(), err)
+	}
+	return err
 }
 
-// routerReader gives the tenant's place back on Close.
+// routerReader counts the bytes read and gives the tenant's place back on
+// Close.
 type routerReader struct {
 	io.ReadCloser
 	release func()
+	done    func(n int64, err error)
+	n       int64
+	err     error
+	closed  bool
+}
+
+func (r *routerReader) Read(p []byte) (int, error) {
+	n, err := r.ReadCloser.Read(p)
+	r.n += int64(n)
+	if err != nil && err != io.EOF && r.err == nil {
+		r.err = err
+	}
+	return n, err
 }
 
 func (r *routerReader) Close() error {
 	defer r.release()
-	return r.ReadCloser.Close()
+	err := r.ReadCloser.Close()
+	if !r.closed {
+		r.closed = true
+		r.done(r.n, r.err)
+	}
+	return err
 }
