@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -83,4 +84,43 @@ func TestRouterStatsAndPurge(t *testing.T) {
 			t.Fatalf("Overview sizes: %+v", over)
 		}
 	})
+}
+
+func TestRouterDropMany(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	rb := setupRouter(t, schema.SchemaPerTenant)
+	r := rb.router(t)
+	bg := context.Background()
+	ids := make([]string, n)
+	parallelTenants(t, n, func(i int, id string) error {
+		ids[i] = id
+		_, err := r.StoreData(tenant.WithTenant(bg, id), "m", strings.NewReader(id))
+		return err
+	})
+	conformance.MustStore(t, r, tenant.WithTenant(bg, "survivor"), "m", []byte("stays"))
+	// All 300 tenants' objects (about 2 400 relations) in one transaction
+	// would need far more than max_locks_per_transaction allows; one tenant
+	// per transaction needs only its own.
+	var maxLocks int
+	if err := rb.pool.QueryRow(bg, "SELECT current_setting('max_locks_per_transaction')::int").Scan(&maxLocks); err != nil {
+		t.Fatal(err)
+	}
+	if rels := rb.count(t, "SELECT count(*) FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname LIKE 'h\\_tenant%'"); rels <= maxLocks {
+		t.Fatalf("test too small: %d relations, max_locks_per_transaction %d", rels, maxLocks)
+	}
+	failed, err := r.DropMany(bg, ids, 8)
+	if err != nil || len(failed) != 0 {
+		t.Fatalf("DropMany: %v, failed %v", err, failed)
+	}
+	if got, _ := r.List(bg); len(got) != 1 || got[0] != "survivor" {
+		t.Fatalf("List after DropMany = %v", got)
+	}
+	if left := rb.count(t, "SELECT count(*) FROM pg_catalog.pg_namespace WHERE nspname LIKE 'h\\_tenant%'"); left != 0 {
+		t.Fatalf("%d tenant schemas left", left)
+	}
+	if _, err := r.StoreData(tenant.WithTenant(bg, ids[0]), "m", strings.NewReader("x")); !errors.Is(err, tenant.ErrTenantDeleted) {
+		t.Fatalf("write to a dropped tenant = %v", err)
+	}
+	conformance.MustRead(t, r, tenant.WithTenant(bg, "survivor"), "m", []byte("stays"))
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -100,4 +101,44 @@ func (r *Router) Purge(ctx context.Context, id string, olderThan time.Duration) 
 		return n, nil
 	}
 	return n, err
+}
+
+// DropMany drops the tenants ids, each with Drop: one tenant per
+// transaction, so that dropping thousands never needs more locks than one
+// tenant's objects (max_locks_per_transaction). At most concurrency drops
+// run at once (default 4). It returns the tenants that failed, with their
+// errors, and ctx's error if it was cancelled; tenants not reached are
+// untouched and tenants in flight finish.
+func (r *Router) DropMany(ctx context.Context, ids []string, concurrency int) (map[string]error, error) {
+	if concurrency <= 0 {
+		concurrency = 4
+	}
+	var (
+		mu     sync.Mutex
+		wg     sync.WaitGroup
+		failed = map[string]error{}
+		next   = make(chan string)
+	)
+	for range min(concurrency, max(len(ids), 1)) {
+		wg.Go(func() {
+			for id := range next {
+				if err := r.Drop(context.WithoutCancel(ctx), id); err != nil {
+					mu.Lock()
+					failed[id] = err
+					mu.Unlock()
+				}
+			}
+		})
+	}
+feed:
+	for _, id := range ids {
+		select {
+		case next <- id:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(next)
+	wg.Wait()
+	return failed, ctx.Err()
 }
