@@ -1,5 +1,6 @@
 # pgtenant: `make test` prepares Docker and a PostgreSQL image (see
-# scripts/ensure-postgres.sh), then vets and runs every test with -race.
+# scripts/ensure-postgres.sh), then vets and runs every test with -race;
+# `make demo` prepares the same and runs `pgtenant demo` (see README).
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
@@ -10,7 +11,7 @@ GO ?= go
 BENCH ?= .
 BENCHTIME ?= 3s
 
-.PHONY: test vet bench fuzz image
+.PHONY: test demo bench fuzz image
 
 image:
 	@scripts/ensure-postgres.sh
@@ -21,6 +22,10 @@ test:
 	$(GO) vet ./...; \
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }; \
 	$(GO) test -race -count=1 ./...
+
+demo:
+	export PGTENANT_POSTGRES_IMAGE=$$(scripts/ensure-postgres.sh); \
+	$(GO) run ./cmd/pgtenant demo
 
 bench:
 	export PGTENANT_POSTGRES_IMAGE=$$(scripts/ensure-postgres.sh); \

@@ -232,9 +232,11 @@ func (c *core) drop(ctx context.Context, id string) error {
 		q, cq := p.Table.Sanitize(), schema.ChunkTable(p.Table).Sanitize()
 		switch {
 		case p.Partition != "":
-			// SHARE mode waits for writes in flight; writes after it see the
-			// tombstone through their guard.
-			if _, err := tx.Exec(ctx, "LOCK TABLE "+q+", "+cq+" IN SHARE MODE"); err != nil {
+			// SHARE ROW EXCLUSIVE waits for the writes in flight (writes
+			// after it see the tombstone through their guard) and, unlike
+			// SHARE, is self-exclusive, so concurrent drops queue instead of
+			// deadlocking on their DELETEs.
+			if _, err := tx.Exec(ctx, "LOCK TABLE "+q+", "+cq+" IN SHARE ROW EXCLUSIVE MODE"); err != nil {
 				return err
 			}
 			for _, t := range []string{cq, q} {

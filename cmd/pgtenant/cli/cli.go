@@ -1,0 +1,265 @@
+// Package cli is the pgtenant command: Run parses the arguments and runs one
+// command. It is a package of its own so that the integration tests can run
+// every command in process against a real database.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pgtenant/pgtenant/schema"
+	"github.com/pgtenant/pgtenant/tenant"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+)
+
+// Exit codes.
+const (
+	ExitOK    = 0 // success
+	ExitError = 1 // the command failed (database, data, demo check)
+	ExitUsage = 2 // bad arguments or flags, or no database given
+)
+
+type usageError struct{ error }
+
+type options struct {
+	dsn       string
+	isolation string
+	table     string
+	stdout    io.Writer
+	stderr    io.Writer
+}
+
+// Run runs the command line args and returns the exit code. Output goes to
+// stdout, errors to stderr.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	o := &options{stdout: stdout, stderr: stderr}
+	root := &cobra.Command{
+		Use:   "pgtenant",
+		Short: "Multi-tenant PostgreSQL storage for RetrySpool message bodies",
+		Long: "pgtenant operates pgtenant's tenant storage. Commands that need a database take --dsn or\n" +
+			"read DATABASE_URL. Exit codes: 0 success, 1 failure, 2 usage error.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetArgs(args)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	pf := root.PersistentFlags()
+	pf.StringVar(&o.dsn, "dsn", "", "PostgreSQL connection string (default $DATABASE_URL)")
+	pf.StringVar(&o.isolation, "isolation", "schema", "isolation mode: schema, table or shared")
+	pf.StringVar(&o.table, "table", "retryspool_data", "base table name")
+	root.AddCommand(demoCmd(o), tenantsCmd(o), migrateCmd(o), purgeCmd(o))
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return ExitOK
+	}
+	fmt.Fprintln(stderr, "pgtenant:", err)
+	var u usageError
+	if errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)") {
+		return ExitUsage
+	}
+	return ExitError
+}
+
+func (o *options) mode() (schema.Isolation, error) {
+	switch o.isolation {
+	case "schema":
+		return schema.SchemaPerTenant, nil
+	case "table":
+		return schema.TablePerTenant, nil
+	case "shared":
+		return schema.SharedTable, nil
+	}
+	return 0, usageError{fmt.Errorf("--isolation %q: want schema, table or shared", o.isolation)}
+}
+
+func (o *options) databaseURL() string {
+	if o.dsn != "" {
+		return o.dsn
+	}
+	return os.Getenv("DATABASE_URL")
+}
+
+// router opens a Router on the configured database.
+func (o *options) router(ctx context.Context) (*tenant.Router, error) {
+	dsn := o.databaseURL()
+	if dsn == "" {
+		return nil, usageError{errors.New("no database: pass --dsn or set DATABASE_URL")}
+	}
+	return o.routerOn(ctx, dsn)
+}
+
+func (o *options) routerOn(ctx context.Context, dsn string) (*tenant.Router, error) {
+	mode, err := o.mode()
+	if err != nil {
+		return nil, err
+	}
+	return tenant.NewFactory(dsn).WithIsolation(mode).WithTableName(o.table).WithConnectionLimits(8, 1).OpenRouter(ctx)
+}
+
+func tenantsCmd(o *options) *cobra.Command {
+	c := &cobra.Command{Use: "tenants", Short: "List, provision, drop and inspect tenants"}
+	c.AddCommand(&cobra.Command{
+		Use: "list", Short: "List active tenants", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := o.router(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			ids, err := r.List(cmd.Context())
+			for _, id := range ids {
+				fmt.Fprintln(o.stdout, id)
+			}
+			return err
+		},
+	}, &cobra.Command{
+		Use: "provision ID...", Short: "Create tenants' storage (also after drop)", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, ids []string) error {
+			r, err := o.router(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			for _, id := range ids {
+				if err := r.Provision(cmd.Context(), id); err != nil {
+					return err
+				}
+				fmt.Fprintln(o.stdout, "provisioned", id)
+			}
+			return nil
+		},
+	}, &cobra.Command{
+		Use: "drop ID...", Short: "Offboard tenants: tombstone, then remove their data", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, ids []string) error {
+			r, err := o.router(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			failed, err := r.DropMany(cmd.Context(), ids, 4)
+			for _, id := range ids {
+				if ferr, ok := failed[id]; ok {
+					fmt.Fprintf(o.stderr, "drop %s: %v\n", id, ferr)
+				} else if err == nil {
+					fmt.Fprintln(o.stdout, "dropped", id)
+				}
+			}
+			if err == nil && len(failed) > 0 {
+				err = fmt.Errorf("%d of %d drops failed", len(failed), len(ids))
+			}
+			return err
+		},
+	}, &cobra.Command{
+		Use: "stats [ID]", Short: "Exact statistics of one tenant, or an overview of all", Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, ids []string) error {
+			r, err := o.router(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			var rows []tenant.Stats
+			if len(ids) == 1 {
+				st, err := r.Stats(cmd.Context(), ids[0])
+				if err != nil {
+					return err
+				}
+				rows = []tenant.Stats{st}
+			} else if rows, err = r.Overview(cmd.Context()); err != nil {
+				return err
+			}
+			return printStats(o.stdout, r, rows)
+		},
+	})
+	return c
+}
+
+func printStats(w io.Writer, r *tenant.Router, rows []tenant.Stats) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "TENANT\tMESSAGES\tBYTES\tSTORED IN")
+	for _, s := range rows {
+		p, err := r.Placement(s.Tenant)
+		if err != nil {
+			return err
+		}
+		where := p.Table.String()
+		if p.Partition != "" {
+			where += " (tenant_id = " + p.Partition + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", s.Tenant, s.Messages, s.Bytes, where)
+	}
+	return tw.Flush()
+}
+
+func migrateCmd(o *options) *cobra.Command {
+	var concurrency int
+	c := &cobra.Command{
+		Use: "migrate", Short: "Bring every tenant's objects to the current schema version", Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			r, err := o.router(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			var bar *progressbar.ProgressBar
+			res, err := r.MigrateAll(cmd.Context(), tenant.MigrateOptions{Concurrency: concurrency,
+				Progress: func(done, total int, _ string, _ error) {
+					if bar == nil {
+						bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(o.stderr),
+							progressbar.OptionSetDescription("migrating"), progressbar.OptionShowCount())
+					}
+					_ = bar.Set(done)
+				}})
+			if bar != nil {
+				_ = bar.Finish()
+				fmt.Fprintln(o.stderr)
+			}
+			fmt.Fprintf(o.stdout, "version %d: %d migrated, %d already current, %d failed\n",
+				schema.CurrentVersion, res.Migrated, res.Current, len(res.Failed))
+			for id, ferr := range res.Failed {
+				fmt.Fprintf(o.stderr, "migrate %s: %v\n", id, ferr)
+			}
+			if err == nil && len(res.Failed) > 0 {
+				err = fmt.Errorf("%d tenants failed to migrate", len(res.Failed))
+			}
+			return err
+		},
+	}
+	c.Flags().IntVar(&concurrency, "concurrency", 4, "tenants migrated at once")
+	return c
+}
+
+func purgeCmd(o *options) *cobra.Command {
+	var olderThan time.Duration
+	c := &cobra.Command{
+		Use: "purge ID...", Short: "Delete tenants' messages not updated for --older-than", Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, ids []string) error {
+			if olderThan <= 0 {
+				return usageError{errors.New("--older-than must be positive, e.g. 24h")}
+			}
+			r, err := o.router(cmd.Context())
+			if err != nil {
+				return err
+			}
+			defer r.Close()
+			for _, id := range ids {
+				n, err := r.Purge(cmd.Context(), id, olderThan)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(o.stdout, "purged %d messages of %s\n", n, id)
+			}
+			return nil
+		},
+	}
+	c.Flags().DurationVar(&olderThan, "older-than", 0, "age since last update, e.g. 24h (required)")
+	return c
+}

@@ -1,0 +1,108 @@
+package integration
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/pgtenant/pgtenant/cmd/pgtenant/cli"
+	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
+)
+
+func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = cli.Run(context.Background(), args, &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+func mustCLI(t *testing.T, args ...string) string {
+	t.Helper()
+	code, out, errOut := runCLI(t, args...)
+	if code != cli.ExitOK {
+		t.Fatalf("pgtenant %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), code, out, errOut)
+	}
+	return out
+}
+
+func TestCLIDemoOnGivenDatabase(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	for _, iso := range []string{"schema", "table", "shared"} {
+		out := mustCLI(t, "demo", "--dsn", dsn, "--isolation", iso, "--tenants", "3", "--messages", "10")
+		for _, want := range []string{"demo-tenant-01", "demo-tenant-03", "isolation: ok", "MESSAGES"} {
+			if !strings.Contains(out, want) {
+				t.Errorf("%s demo output lacks %q:\n%s", iso, want, out)
+			}
+		}
+	}
+}
+
+func TestCLIDemoStartsItsOwnContainer(t *testing.T) {
+	pgtest.Container(t) // skips (or fails in CI) without Docker, like the rest
+	t.Setenv("DATABASE_URL", "")
+	out := mustCLI(t, "demo", "--tenants", "2", "--messages", "4")
+	if !strings.Contains(out, "starting a disposable PostgreSQL") || !strings.Contains(out, "isolation: ok") {
+		t.Fatalf("demo output:\n%s", out)
+	}
+}
+
+func TestCLITenantCommands(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	mustCLI(t, "tenants", "provision", "acme", "globex", "--dsn", dsn)
+	if out := mustCLI(t, "tenants", "list", "--dsn", dsn); out != "acme\nglobex\n" {
+		t.Fatalf("list: %q", out)
+	}
+	out := mustCLI(t, "tenants", "stats", "acme", "--dsn", dsn)
+	if !strings.Contains(out, "acme") || !strings.Contains(out, "t_acme.retryspool_data") {
+		t.Fatalf("stats: %s", out)
+	}
+	if out := mustCLI(t, "tenants", "stats", "--dsn", dsn); !strings.Contains(out, "globex") {
+		t.Fatalf("overview: %s", out)
+	}
+	mustCLI(t, "migrate", "--dsn", dsn)
+	if out := mustCLI(t, "migrate", "--dsn", dsn); !strings.Contains(out, "0 migrated, 2 already current") {
+		t.Fatalf("migrate: %s", out)
+	}
+	if out := mustCLI(t, "purge", "acme", "--older-than", "1h", "--dsn", dsn); !strings.Contains(out, "purged 0 messages of acme") {
+		t.Fatalf("purge: %s", out)
+	}
+	mustCLI(t, "tenants", "drop", "acme", "--dsn", dsn)
+	if out := mustCLI(t, "tenants", "list", "--dsn", dsn); out != "globex\n" {
+		t.Fatalf("list after drop: %q", out)
+	}
+	t.Setenv("DATABASE_URL", dsn) // the environment works like --dsn
+	if out := mustCLI(t, "tenants", "list"); out != "globex\n" {
+		t.Fatalf("list with DATABASE_URL: %q", out)
+	}
+}
+
+func TestCLIErrors(t *testing.T) {
+	t.Setenv("DATABASE_URL", "")
+	dsn := pgtest.NewDatabase(t)
+	cases := []struct {
+		args []string
+		code int
+		msg  string
+	}{
+		{[]string{"tenants", "list"}, cli.ExitUsage, "no database"},
+		{[]string{"tenants", "provision", "--dsn", dsn}, cli.ExitUsage, "arg"},
+		{[]string{"nonsense"}, cli.ExitUsage, "unknown command"},
+		{[]string{"purge", "x", "--dsn", dsn}, cli.ExitUsage, "--older-than"},
+		{[]string{"tenants", "list", "--dsn", dsn, "--isolation", "bogus"}, cli.ExitUsage, "isolation"},
+		{[]string{"tenants", "provision", "bad id!", "--dsn", dsn}, cli.ExitError, "invalid tenant"},
+		{[]string{"tenants", "list", "--dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"}, cli.ExitError, ""},
+	}
+	for _, c := range cases {
+		code, _, errOut := runCLI(t, c.args...)
+		if code != c.code || !strings.Contains(errOut, c.msg) {
+			t.Errorf("pgtenant %v: exit %d, stderr %q; want exit %d mentioning %q", c.args, code, errOut, c.code, c.msg)
+		}
+	}
+	for _, args := range [][]string{{"--help"}, {"demo", "--help"}, {"tenants", "drop", "--help"}, {"migrate", "--help"}} {
+		if code, out, _ := runCLI(t, args...); code != cli.ExitOK || !strings.Contains(out, "Usage:") {
+			t.Errorf("pgtenant %v: exit %d\n%s", args, code, out)
+		}
+	}
+}
