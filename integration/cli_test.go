@@ -3,6 +3,9 @@ package integration
 import (
 	"bytes"
 	"context"
+	"encoding/csv"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -104,5 +107,41 @@ func TestCLIErrors(t *testing.T) {
 		if code, out, _ := runCLI(t, args...); code != cli.ExitOK || !strings.Contains(out, "Usage:") {
 			t.Errorf("pgtenant %v: exit %d\n%s", args, code, out)
 		}
+	}
+}
+
+func TestCLIBench(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	dir := t.TempDir()
+	csvPath, pngPath, svgPath := dir+"/bench.csv", dir+"/bench.png", dir+"/bench.svg"
+	out := mustCLI(t, "bench", "--dsn", dsn, "--tenants", "1,3", "--sizes", "100,5000", "--concurrency", "2",
+		"--modes", "schema,shared", "--duration", "200ms", "--csv", csvPath, "--chart", pngPath)
+	if !strings.Contains(out, "CYCLES/S") || strings.Count(out, "\n") != 1+2*2*2 {
+		t.Fatalf("bench table:\n%s", out)
+	}
+	data, err := os.ReadFile(csvPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows, err := csv.NewReader(bytes.NewReader(data)).ReadAll()
+	if err != nil || len(rows) != 1+8 || rows[0][4] != "cycles_per_s" {
+		t.Fatalf("csv: %v\n%s", err, data)
+	}
+	for _, row := range rows[1:] {
+		if v, err := strconv.ParseFloat(row[4], 64); err != nil || v <= 0 {
+			t.Fatalf("csv row %v: no throughput", row)
+		}
+	}
+	png, err := os.ReadFile(pngPath)
+	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
+		t.Fatalf("chart is not a PNG: %v", err)
+	}
+	mustCLI(t, "bench", "--dsn", dsn, "--tenants", "1", "--modes", "table", "--duration", "100ms", "--chart", svgPath)
+	if svg, err := os.ReadFile(svgPath); err != nil || !bytes.Contains(svg, []byte("<svg")) {
+		t.Fatalf("chart is not an SVG: %v", err)
+	}
+	if code, _, errOut := runCLI(t, "bench", "--dsn", dsn, "--sizes", "x"); code != cli.ExitUsage {
+		t.Fatalf("bad --sizes: exit %d %s", code, errOut)
 	}
 }

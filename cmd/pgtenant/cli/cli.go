@@ -56,7 +56,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&o.dsn, "dsn", "", "PostgreSQL connection string (default $DATABASE_URL)")
 	pf.StringVar(&o.isolation, "isolation", "schema", "isolation mode: schema, table or shared")
 	pf.StringVar(&o.table, "table", "retryspool_data", "base table name")
-	root.AddCommand(demoCmd(o), tenantsCmd(o), migrateCmd(o), purgeCmd(o))
+	root.AddCommand(demoCmd(o), tenantsCmd(o), migrateCmd(o), purgeCmd(o), benchCmd(o))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
 		return ExitOK
