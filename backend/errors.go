@@ -34,6 +34,9 @@ var (
 	// ErrTooLarge reports a body over the maximum message size; nothing was
 	// stored and any earlier version is intact.
 	ErrTooLarge = errors.New("pgtenant: message too large")
+	// ErrQuotaExceeded reports a write refused by Options.MaxBytes or
+	// Options.MaxMessages; nothing was stored.
+	ErrQuotaExceeded = errors.New("pgtenant: quota exceeded")
 	// ErrTextMode reports a pgx exec mode that sends BYTEA as text.
 	ErrTextMode = errors.New("pgtenant: exec mode sends BYTEA as text; use a cached-statement or describe mode")
 )

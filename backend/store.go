@@ -43,6 +43,13 @@ type Options struct {
 	// ChunkSize is the piece size of large bodies and the inline limit; 0
 	// means DefaultChunkSize.
 	ChunkSize int
+	// MaxBytes and MaxMessages, when positive, bound the target's total
+	// body bytes and number of messages: a write that would exceed either
+	// fails with ErrQuotaExceeded and stores nothing. The check reads the
+	// target's committed usage (a scan of its sizes) before the write
+	// commits; concurrent writes to one target can each pass it, so the
+	// bound can be overshot by the writes in flight.
+	MaxBytes, MaxMessages int64
 }
 
 // Target is the table a Store reads and writes.
@@ -73,12 +80,35 @@ type Store struct {
 	target    Target
 	maxSize   int64
 	chunkSize int
+	quota     bool
+	maxBytes  int64
+	maxMsgs   int64
 
 	// Parameters: the partition value (if any) first, then the message id
 	// ($k), then the statement's own.
 	upsertSQL, getSQL, deleteSQL                   string
 	chunkInsertSQL, chunkedUpsertSQL, chunkScanSQL string
-	chunkCleanSQL                                  string
+	chunkCleanSQL, usageSQL                        string
+}
+
+// checkQuota fails with ErrQuotaExceeded if storing size bytes under id
+// would take the target over its bounds (the message's current version does
+// not count: it is being replaced).
+func (s *Store) checkQuota(ctx context.Context, q DB, id string, size int64) error {
+	if !s.quota {
+		return nil
+	}
+	var msgs, bytes int64
+	if err := q.QueryRow(ctx, s.usageSQL, s.args(id)...).Scan(&msgs, &bytes); err != nil {
+		return translate(err)
+	}
+	if s.maxMsgs > 0 && msgs+1 > s.maxMsgs {
+		return fmt.Errorf("%w: %d messages stored, at most %d allowed", ErrQuotaExceeded, msgs, s.maxMsgs)
+	}
+	if s.maxBytes > 0 && bytes+size > s.maxBytes {
+		return fmt.Errorf("%w: %d + %d bytes, at most %d allowed", ErrQuotaExceeded, bytes, size, s.maxBytes)
+	}
+	return nil
 }
 
 // NewStore returns a Store for t over db.
@@ -95,7 +125,8 @@ func NewStore(db DB, t Target, o Options) (*Store, error) {
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = DefaultChunkSize
 	}
-	s := &Store{db: db, mode: o.Mode, target: t, maxSize: o.MaxMessageSize, chunkSize: o.ChunkSize}
+	s := &Store{db: db, mode: o.Mode, target: t, maxSize: o.MaxMessageSize, chunkSize: o.ChunkSize,
+		quota: o.MaxBytes > 0 || o.MaxMessages > 0, maxBytes: o.MaxBytes, maxMsgs: o.MaxMessages}
 	q, c := t.Table.Sanitize(), schema.ChunkTable(t.Table).Sanitize()
 	// p(i) numbers the statement's own parameters after the key.
 	key, keyCols, where, conflict, k := "", "", "message_id = $1", "message_id", 1
@@ -125,6 +156,11 @@ func NewStore(db DB, t Target, o Options) (*Store, error) {
 	s.chunkCleanSQL = "DELETE FROM " + c + " WHERE " + where + " AND version <> " + p(1)
 	s.chunkScanSQL = "SELECT data FROM " + c + " WHERE " + where + " AND version = " + p(1) + " ORDER BY seq"
 	s.getSQL = "SELECT data, size, chunked_version FROM " + q + " WHERE " + where
+	part := ""
+	if t.Partition != "" {
+		part = schema.TenantColumn + " = $1 AND "
+	}
+	s.usageSQL = "SELECT count(*), coalesce(sum(size), 0)::bigint FROM " + q + " WHERE " + part + "message_id <> " + idv
 	s.deleteSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + ") DELETE FROM " + q + " WHERE " + where
 	return s, nil
 }
@@ -175,6 +211,9 @@ func (s *Store) Put(ctx context.Context, id string, data []byte) error {
 	}
 	return retryStale(func() error {
 		if err := ctx.Err(); err != nil {
+			return err
+		}
+		if err := s.checkQuota(ctx, s.db, id, int64(len(data))); err != nil {
 			return err
 		}
 		tag, err := s.db.Exec(ctx, s.upsertSQL, args...)

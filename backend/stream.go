@@ -87,6 +87,9 @@ func (w *StreamWriter) Write(p []byte) (int, error) {
 		if w.n+int64(len(p)) > w.s.maxSize {
 			return written, w.fail(tooLarge(w.s.maxSize))
 		}
+		if w.s.maxBytes > 0 && w.n+int64(len(p)) > w.s.maxBytes {
+			return written, w.fail(fmt.Errorf("%w: the body alone exceeds %d bytes", ErrQuotaExceeded, w.s.maxBytes))
+		}
 		if len(w.buf) == w.s.chunkSize {
 			if err := w.flush(); err != nil {
 				return written, w.fail(err)
@@ -268,6 +271,9 @@ func (w *StreamWriter) commit() error {
 		return err
 	}
 	s := w.s
+	if err := s.checkQuota(w.ctx, txDB{tx}, w.id, w.n); err != nil {
+		return err
+	}
 	args := s.args(w.id, w.n, w.version)
 	if s.target.Guard != nil {
 		args = append(args, s.target.Guard.Args...)
@@ -414,3 +420,9 @@ func (r *chunkReader) Close() error {
 	}
 	return nil
 }
+
+// txDB lets a transaction serve where a DB is expected for single
+// statements.
+type txDB struct{ pgx.Tx }
+
+func (t txDB) BeginTx(ctx context.Context, _ pgx.TxOptions) (pgx.Tx, error) { return t.Begin(ctx) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"testing"
 	"time"
@@ -123,4 +124,52 @@ func TestRouterDropMany(t *testing.T) {
 		t.Fatalf("write to a dropped tenant = %v", err)
 	}
 	conformance.MustRead(t, r, tenant.WithTenant(bg, "survivor"), "m", []byte("stays"))
+}
+
+func TestRouterQuota(t *testing.T) {
+	t.Parallel()
+	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
+		rb := setupRouter(t, mode)
+		r, err := rb.factory.WithQuota(3*chunk, 4).NewRouter()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		bg := context.Background()
+		a, b := tenant.WithTenant(bg, "capped"), tenant.WithTenant(bg, "other")
+		for i := range 3 {
+			conformance.MustStore(t, r, a, fmt.Sprintf("m%d", i), []byte("small"))
+		}
+		// A large (chunked) body that fits: 2 MiB.
+		if _, err := r.StoreData(a, "big", bodyReader(1, 2*chunk)); err != nil {
+			t.Fatal(err)
+		}
+		// A fifth message: over the message count.
+		if _, err := r.StoreData(a, "m3", strings.NewReader("x")); !errors.Is(err, tenant.ErrQuotaExceeded) {
+			t.Fatalf("fifth message = %v, want ErrQuotaExceeded", err)
+		}
+		conformance.MustNotFind(t, r, a, "m3")
+		// Replacing a message is not a new one; growing it past the bytes is refused
+		// and leaves the old version.
+		conformance.MustStore(t, r, a, "m0", []byte("replaced"))
+		if _, err := r.StoreData(a, "big", bodyReader(2, 3*chunk)); !errors.Is(err, tenant.ErrQuotaExceeded) {
+			t.Fatalf("growing big past the quota = %v", err)
+		}
+		mustMatch(t, r, a, "big", 1, 2*chunk)
+		w, err := r.GetDataWriter(a, "m1")
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, werr := io.Copy(w, bodyReader(3, 4*chunk))
+		if cerr := w.Close(); !errors.Is(werr, tenant.ErrQuotaExceeded) || !errors.Is(cerr, tenant.ErrQuotaExceeded) {
+			t.Fatalf("writer over the quota: Write %v, Close %v", werr, cerr)
+		}
+		conformance.MustRead(t, r, a, "m1", []byte("small"))
+		// Another tenant has its own quota; deleting frees room.
+		conformance.MustStore(t, r, b, "m3", []byte("fine"))
+		if err := r.DeleteData(a, "m2"); err != nil {
+			t.Fatal(err)
+		}
+		conformance.MustStore(t, r, a, "m3", []byte("now it fits"))
+	})
 }

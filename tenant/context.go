@@ -21,6 +21,9 @@ var (
 	// ErrTooLarge reports a body over the maximum message size (see
 	// Factory.WithMaxMessageSize); nothing was stored.
 	ErrTooLarge = backend.ErrTooLarge
+	// ErrQuotaExceeded reports a write over the tenant's quota (see
+	// Factory.WithQuota); nothing was stored.
+	ErrQuotaExceeded = backend.ErrQuotaExceeded
 )
 
 type ctxKey struct{}

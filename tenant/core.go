@@ -47,7 +47,8 @@ func newCore(ctx context.Context, pool *pgxpool.Pool, own bool, layout schema.La
 	}
 	c := &core{
 		pool: pool, ownPool: own, layout: layout, store: layout.Store(),
-		opts:     backend.Options{Mode: f.mode, MaxMessageSize: f.maxSize},
+		opts: backend.Options{Mode: f.mode, MaxMessageSize: f.maxSize,
+			MaxBytes: f.quotaBytes, MaxMessages: f.quotaMessages},
 		resolver: f.resolver, lockTimeout: f.lockTimeout, ensured: cache, limit: newLimiter(f.tenantConcurrency), obs: obs,
 	}
 	// Check the exec mode before any SQL.

@@ -49,6 +49,8 @@ type Factory struct {
 	maxSize          int64
 	// tenantConcurrency bounds operations in flight per tenant; 0: none.
 	tenantConcurrency int
+	quotaBytes        int64
+	quotaMessages     int64
 	meterProvider     metric.MeterProvider
 	tenantAttr        bool
 	logger            *slog.Logger
@@ -173,6 +175,17 @@ func (f *Factory) WithMaxMessageSize(n int64) *Factory {
 // place until Close.
 func (f *Factory) WithTenantConcurrency(n int) *Factory {
 	return f.with(func(c *Factory) { c.tenantConcurrency = n })
+}
+
+// WithQuota returns a copy that bounds each tenant's stored bytes and
+// number of messages (0: no bound). A write that would exceed either fails
+// with an error that errors.Is ErrQuotaExceeded and stores nothing. The
+// check reads the tenant's committed usage before each write commits (one
+// aggregate over the tenant's rows, so it costs more the more messages the
+// tenant holds); concurrent writes of one tenant can each pass it and
+// overshoot by their own sizes, unless WithTenantConcurrency(1).
+func (f *Factory) WithQuota(maxBytes, maxMessages int64) *Factory {
+	return f.with(func(c *Factory) { c.quotaBytes, c.quotaMessages = maxBytes, maxMessages })
 }
 
 // WithMeterProvider returns a copy that records OpenTelemetry metrics

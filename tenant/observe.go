@@ -112,6 +112,8 @@ func result(err error) string {
 		return "tenant_deleted"
 	case errors.Is(err, ErrTooLarge):
 		return "too_large"
+	case errors.Is(err, ErrQuotaExceeded):
+		return "quota_exceeded"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "cancelled"
 	}
