@@ -226,8 +226,7 @@ func (c *core) drop(ctx context.Context, id string) error {
 		return fmt.Errorf("pgtenant: tombstoning tenant %q: %w", id, err)
 	}
 	err = schema.InTx(ctx, c.pool, lockKey, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)",
-			fmt.Sprintf("%dms", c.lockTimeout.Milliseconds())); err != nil {
+		if err := c.setLockTimeout(ctx, tx); err != nil {
 			return err
 		}
 		q, cq := p.Table.Sanitize(), schema.ChunkTable(p.Table).Sanitize()

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -110,35 +109,13 @@ func (r *Router) Purge(ctx context.Context, id string, olderThan time.Duration) 
 // errors, and ctx's error if it was cancelled; tenants not reached are
 // untouched and tenants in flight finish.
 func (r *Router) DropMany(ctx context.Context, ids []string, concurrency int) (map[string]error, error) {
-	if concurrency <= 0 {
-		concurrency = 4
-	}
-	var (
-		mu     sync.Mutex
-		wg     sync.WaitGroup
-		failed = map[string]error{}
-		next   = make(chan string)
-	)
-	for range min(concurrency, max(len(ids), 1)) {
-		wg.Go(func() {
-			for id := range next {
-				if err := r.Drop(context.WithoutCancel(ctx), id); err != nil {
-					mu.Lock()
-					failed[id] = err
-					mu.Unlock()
-				}
+	failed := map[string]error{}
+	forEachTenant(ctx, ids, concurrency,
+		func(id string) error { return r.Drop(context.WithoutCancel(ctx), id) },
+		func(id string, err error) {
+			if err != nil {
+				failed[id] = err
 			}
 		})
-	}
-feed:
-	for _, id := range ids {
-		select {
-		case next <- id:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
 	return failed, ctx.Err()
 }

@@ -2,8 +2,8 @@ package tenant
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/schema"
@@ -69,51 +69,37 @@ func (r *Router) MigrateAll(ctx context.Context, opts MigrateOptions) (MigrateRe
 			work = append(work, t.id)
 		}
 	}
-	n := opts.Concurrency
-	if n <= 0 {
-		n = 4
-	}
-	var (
-		mu   sync.Mutex
-		wg   sync.WaitGroup
-		done int
-		next = make(chan string)
-	)
-	for range min(n, max(len(work), 1)) {
-		wg.Go(func() {
-			for id := range next {
-				migrated, err := c.migrate(ctx, id)
-				mu.Lock()
-				switch {
-				case err != nil:
-					res.Failed[id] = err
-				case migrated:
-					res.Migrated++
-				default:
-					res.Current++
-				}
-				done++
-				if opts.Progress != nil {
-					opts.Progress(done, len(work), id, err)
-				}
-				mu.Unlock()
+	done := 0
+	forEachTenant(ctx, work, opts.Concurrency,
+		func(id string) error {
+			migrated, err := c.migrate(ctx, id)
+			if err == nil && !migrated {
+				err = errAlreadyCurrent
+			}
+			return err
+		},
+		func(id string, err error) {
+			switch {
+			case err == errAlreadyCurrent:
+				res.Current++
+				err = nil
+			case err != nil:
+				res.Failed[id] = err
+			default:
+				res.Migrated++
+			}
+			done++
+			if opts.Progress != nil {
+				opts.Progress(done, len(work), id, err)
 			}
 		})
-	}
-feed:
-	for _, id := range work {
-		select {
-		case next <- id:
-		case <-ctx.Done():
-			break feed
-		}
-	}
-	close(next)
-	wg.Wait()
 	c.obs.log.InfoContext(ctx, "pgtenant: migration run", "store", c.store, "version", schema.CurrentVersion,
 		"migrated", res.Migrated, "current", res.Current, "failed", len(res.Failed))
 	return res, ctx.Err()
 }
+
+// errAlreadyCurrent marks a tenant another host migrated first.
+var errAlreadyCurrent = errors.New("already current")
 
 // migrate brings one tenant to the current version; false if it already
 // was (another host got there first).
@@ -129,8 +115,7 @@ func (c *core) migrate(ctx context.Context, id string) (bool, error) {
 	}
 	migrated := false
 	err = schema.InTx(ctx, c.pool, "tenant:"+c.store+"\x00"+id, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)",
-			fmt.Sprintf("%dms", c.lockTimeout.Milliseconds())); err != nil {
+		if err := c.setLockTimeout(ctx, tx); err != nil {
 			return err
 		}
 		rec, found, err := schema.Lookup(ctx, tx, c.store, id)
