@@ -18,7 +18,8 @@ image:
 
 test:
 	export PGTENANT_POSTGRES_IMAGE=$$(scripts/ensure-postgres.sh); \
-	echo "using image $$PGTENANT_POSTGRES_IMAGE"; \
+	export PGTENANT_PGBOUNCER_IMAGE=$$(scripts/ensure-postgres.sh --pgbouncer); \
+	echo "using images $$PGTENANT_POSTGRES_IMAGE (server), $$PGTENANT_PGBOUNCER_IMAGE (PgBouncer)"; \
 	$(GO) vet ./...; \
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }; \
 	$(GO) test -race -count=1 ./...

@@ -1,8 +1,13 @@
 package backend
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"strings"
+	"syscall"
 	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
@@ -37,6 +42,14 @@ var (
 	// ErrQuotaExceeded reports a write refused by Options.MaxBytes or
 	// Options.MaxMessages; nothing was stored.
 	ErrQuotaExceeded = errors.New("pgtenant: quota exceeded")
+	// ErrConnection reports that the connection to PostgreSQL failed: it
+	// could not be opened, the server closed it (SQLSTATE classes 08 and 57P,
+	// e.g. a terminated backend or a shutdown), or the network broke. For a
+	// write or delete the outcome is unknown: either the old or the new state
+	// is stored, complete, never a mixture. Writes and deletes are keyed by
+	// message id, so repeating the call is safe. See the README's retry
+	// policy.
+	ErrConnection = errors.New("pgtenant: connection to PostgreSQL failed")
 	// ErrTextMode reports a pgx exec mode that sends BYTEA as text.
 	ErrTextMode = errors.New("pgtenant: exec mode sends BYTEA as text; use a cached-statement or describe mode")
 )
@@ -78,7 +91,45 @@ func translate(err error) error {
 			return fmt.Errorf("%w: %w", ErrStalePlan, err)
 		}
 	}
+	return ConnectionError(err)
+}
+
+// ConnectionError returns err wrapped with ErrConnection when it reports a
+// failed or lost connection, and err unchanged otherwise (nil stays nil).
+// Errors caused by the caller's context stay context errors, and a
+// statement the server rejected stays a *pgconn.PgError. The tenant package
+// applies it to its own SQL so that callers see one classification.
+func ConnectionError(err error) error {
+	if err == nil || errors.Is(err, ErrConnection) || isContextError(err) {
+		return err
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		// Class 08: connection exception; 57P01-57P05: admin, crash or
+		// idle shutdown, cannot connect now.
+		if strings.HasPrefix(pgErr.Code, "08") || strings.HasPrefix(pgErr.Code, "57P") {
+			return fmt.Errorf("%w: %w", ErrConnection, err)
+		}
+		return err
+	}
+	var connectErr *pgconn.ConnectError
+	var netErr net.Error
+	switch {
+	case errors.As(err, &connectErr),
+		errors.Is(err, pgconn.ErrConnClosed),
+		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
+		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET),
+		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE),
+		errors.As(err, &netErr):
+		return fmt.Errorf("%w: %w", ErrConnection, err)
+	}
 	return err
+}
+
+// isContextError reports an error caused by the caller's context: pgx
+// returns those (wrapped) when a context ends during a call.
+func isContextError(err error) bool {
+	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
 }
 
 // checkExecMode refuses the modes that send BYTEA as hex text.

@@ -179,22 +179,63 @@ func (s *Store) args(rest ...any) []any {
 	return append(a, rest...)
 }
 
-// retryStale runs op, and once more if it failed on a stale cached plan;
-// pgx has dropped the statement by then, so the second run prepares it anew.
-// Only single autocommit statements go through here, so a retry cannot
-// repeat a partial effect.
-func retryStale(op func() error) error {
-	err := op()
-	if errors.Is(err, ErrStalePlan) {
-		err = op()
+// maxAttempts bounds the runs of one operation under the retry policy.
+const maxAttempts = 3
+
+// Effect says whether an operation changes data, which decides what the
+// retry policy may repeat.
+type effect bool
+
+const (
+	reads  effect = false
+	writes effect = true
+)
+
+// retry runs op under pgtenant's retry policy (README, "Retries"):
+//
+//   - a request pgx reports as never sent (pgconn.SafeToRetry) is run
+//     again, whatever it does, after a short pause;
+//   - a stale cached plan (ErrStalePlan) is run again once: pgx has dropped
+//     the statement, so the next run prepares it anew;
+//   - a read that lost its connection (ErrConnection) is run again once: it
+//     has no effect to repeat;
+//   - a write or delete that reached the server is never run again: its
+//     outcome is unknown and the caller gets ErrConnection, which says so.
+//
+// op must be one autocommit statement or a transaction it rolls back on
+// failure, so a repeat cannot double a partial effect. It runs at most
+// maxAttempts times and never after ctx has ended.
+func retry(ctx context.Context, e effect, op func() error) error {
+	stale, lost := false, false
+	for attempt := 1; ; attempt++ {
+		err := op()
+		if err == nil || attempt == maxAttempts || ctx.Err() != nil {
+			return err
+		}
+		switch {
+		case pgconn.SafeToRetry(err):
+		case errors.Is(err, ErrStalePlan) && !stale:
+			stale = true
+			continue // no pause: the next run succeeds at once
+		case e == reads && errors.Is(err, ErrConnection) && !lost:
+			lost = true
+		default:
+			return err
+		}
+		t := time.NewTimer(time.Duration(attempt*attempt) * 10 * time.Millisecond)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
 	}
-	return err
 }
 
 // Put stores data under id, replacing any earlier version atomically. A nil
 // data stores an empty body. On error nothing is changed, except when the
-// connection failed after the server received the statement: then either the
-// old or the new version is stored, complete.
+// connection failed after the server received the statement (ErrConnection):
+// then either the old or the new version is stored, complete.
 func (s *Store) Put(ctx context.Context, id string, data []byte) error {
 	if err := ValidateMessageID(id); err != nil {
 		return err
@@ -209,7 +250,7 @@ func (s *Store) Put(ctx context.Context, id string, data []byte) error {
 	if s.target.Guard != nil {
 		args = append(args, s.target.Guard.Args...)
 	}
-	return retryStale(func() error {
+	return retry(ctx, writes, func() error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
@@ -245,7 +286,7 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if err := ValidateMessageID(id); err != nil {
 		return err
 	}
-	return retryStale(func() error {
+	return retry(ctx, writes, func() error {
 		tag, err := s.db.Exec(ctx, s.deleteSQL, s.args(id)...)
 		if err != nil {
 			return translate(err)

@@ -172,9 +172,13 @@ func (w *StreamWriter) begin() error {
 	}
 	w.version = int64(binary.BigEndian.Uint64(v[:]) >> 1)
 	for attempt := 0; ; attempt++ {
-		tx, err := w.s.db.BeginTx(w.ctx, pgx.TxOptions{})
-		if err != nil {
+		var tx pgx.Tx
+		err := retry(w.ctx, writes, func() (err error) {
+			tx, err = w.s.db.BeginTx(w.ctx, pgx.TxOptions{})
 			return translate(err)
+		})
+		if err != nil {
+			return err
 		}
 		w.mu.Lock()
 		w.tx = tx
@@ -310,21 +314,28 @@ func (s *Store) Reader(ctx context.Context, id string) (io.ReadCloser, error) {
 	if err := ValidateMessageID(id); err != nil {
 		return nil, err
 	}
-	var (
-		data    []byte
-		size    int64
-		version *int64
-	)
-	err := retryStale(func() error {
-		return translate(s.db.QueryRow(ctx, s.getSQL, s.args(id)...).Scan(&data, &size, &version))
+	var rc io.ReadCloser
+	err := retry(ctx, reads, func() error {
+		var (
+			data    []byte
+			size    int64
+			version *int64
+		)
+		err := translate(s.db.QueryRow(ctx, s.getSQL, s.args(id)...).Scan(&data, &size, &version))
+		switch {
+		case err != nil:
+			return err
+		case version == nil:
+			rc = NewBytesReader(data)
+			return nil
+		}
+		rc, err = s.chunkReader(ctx, id)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	if version == nil {
-		return NewBytesReader(data), nil
-	}
-	return s.chunkReader(ctx, id)
+	return rc, nil
 }
 
 func (s *Store) chunkReader(ctx context.Context, id string) (io.ReadCloser, error) {

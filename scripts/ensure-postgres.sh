@@ -1,19 +1,26 @@
 #!/usr/bin/env bash
 # Makes sure a Docker engine runs and a PostgreSQL image is available, then
 # prints the image name on stdout (everything else goes to stderr).
+# With --pgbouncer it prints an image that also has PgBouncer instead.
 #
 # Idempotent: a running engine and an existing image are reused. It starts an
-# engine only when none answers, and builds only the pgtenant/postgres:15 image;
-# it never stops, removes or changes an engine or image it did not create.
+# engine only when none answers, and builds only the pgtenant/postgres:15-r2
+# image; it never stops, removes or changes an engine or image it did not
+# create.
 #
 # Image choice: $PGTENANT_POSTGRES_IMAGE if set and present (or pullable);
 # otherwise postgres:17-alpine if present or pullable; otherwise the local
-# image pgtenant/postgres:15, built from Debian's postgresql-15 package.
+# image pgtenant/postgres:15-r2, built from Debian's postgresql-15 and
+# pgbouncer packages. With --pgbouncer: $PGTENANT_PGBOUNCER_IMAGE if set and
+# present, otherwise the local image.
+#
+# The local image's tag changes whenever its content does (r2: PgBouncer),
+# so a machine holding an older build gets a new one.
 set -euo pipefail
 
 log() { echo "ensure-postgres: $*" >&2; }
 here=$(cd "$(dirname "$0")" && pwd)
-local_image=pgtenant/postgres:15
+local_image=pgtenant/postgres:15-r2
 default_image=postgres:17-alpine
 
 as_root() {
@@ -83,7 +90,7 @@ build_local_image() {
   chmod 0755 "$rootfs" # mktemp makes it 0700; it becomes the image's /
   trap 'as_root rm -rf "$rootfs"' RETURN
   log "building $local_image from $suite via debootstrap (about a minute)"
-  as_root debootstrap --variant=minbase --include=postgresql-15 "$suite" "$rootfs" "$mirror" >/tmp/pgtenant-debootstrap.log 2>&1 ||
+  as_root debootstrap --variant=minbase --include=postgresql-15,pgbouncer "$suite" "$rootfs" "$mirror" >/tmp/pgtenant-debootstrap.log 2>&1 ||
     { log "debootstrap failed; see /tmp/pgtenant-debootstrap.log"; exit 1; }
   as_root rm -rf "$rootfs"/usr/share/doc "$rootfs"/usr/share/man "$rootfs"/var/cache/apt/archives/*.deb \
     "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/lib/postgresql/15 "$rootfs"/etc/postgresql/15
@@ -96,6 +103,16 @@ build_local_image() {
 }
 
 ensure_engine
+
+if [ "${1:-}" = --pgbouncer ]; then
+  if [ -n "${PGTENANT_PGBOUNCER_IMAGE:-}" ] && have_image "$PGTENANT_PGBOUNCER_IMAGE"; then
+    echo "$PGTENANT_PGBOUNCER_IMAGE"
+    exit 0
+  fi
+  have_image "$local_image" || build_local_image
+  echo "$local_image"
+  exit 0
+fi
 
 if [ -n "${PGTENANT_POSTGRES_IMAGE:-}" ]; then
   if have_image "$PGTENANT_POSTGRES_IMAGE" || try_pull "$PGTENANT_POSTGRES_IMAGE"; then

@@ -24,6 +24,10 @@ var (
 	// ErrQuotaExceeded reports a write over the tenant's quota (see
 	// Factory.WithQuota); nothing was stored.
 	ErrQuotaExceeded = backend.ErrQuotaExceeded
+	// ErrConnection reports a failed or lost connection to PostgreSQL; for
+	// a write or delete the outcome is unknown (old or new state, complete),
+	// and repeating the call is safe. See backend.ErrConnection.
+	ErrConnection = backend.ErrConnection
 )
 
 type ctxKey struct{}

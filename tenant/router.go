@@ -64,7 +64,8 @@ func (r *Router) writer(ctx context.Context, id, messageID string) *backend.Stre
 		if retry {
 			r.core.ensured.Remove(id)
 		}
-		return r.core.ensure(ctx, id, false)
+		s, err := r.core.ensure(ctx, id, false)
+		return s, backend.ConnectionError(err)
 	})
 }
 
@@ -83,7 +84,7 @@ func (r *Router) writeErr(id string, err error) error {
 func (r *Router) read(id string, op func(*backend.Store) error) error {
 	s, err := r.core.lookup(id)
 	if err != nil {
-		return err
+		return backend.ConnectionError(err)
 	}
 	err = op(s)
 	if errors.Is(err, backend.ErrTableMissing) {

@@ -92,11 +92,7 @@ func run(m *testing.M) int {
 }
 
 func start(ctx context.Context) error {
-	image := os.Getenv("PGTENANT_POSTGRES_IMAGE")
-	if image == "" {
-		image = DefaultImage
-	}
-	c, err := postgres.Run(ctx, image,
+	c, err := postgres.Run(ctx, image(),
 		postgres.WithDatabase("pgtenant"),
 		postgres.WithUsername("postgres"),
 		postgres.WithPassword("postgres"),

@@ -1,0 +1,144 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgtenant/pgtenant/integration/conformance"
+	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
+	"github.com/pgtenant/pgtenant/schema"
+	"github.com/pgtenant/pgtenant/tenant"
+	datastorage "schneider.vip/retryspool/storage/data"
+)
+
+// bouncedFactory returns a Factory for mode whose pool goes through b, in
+// the exec mode documented for PgBouncer's transaction pooling, and the
+// database's direct DSN for inspection.
+func bouncedFactory(t *testing.T, b *pgtest.Bouncer, mode schema.Isolation) (*tenant.Factory, string) {
+	t.Helper()
+	dsn := pgtest.NewDatabase(t)
+	return tenant.NewFactory(b.DSN(t, dsn)).WithIsolation(mode).WithConnectionLimits(8, 0).
+		WithExecMode(pgx.QueryExecModeCacheDescribe), dsn
+}
+
+// TestPgBouncerConformance runs the conformance suite in every mode through
+// PgBouncer in transaction pooling mode with two server connections.
+func TestPgBouncerConformance(t *testing.T) {
+	t.Parallel()
+	b := pgtest.PgBouncer(t, 2)
+	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
+		f, _ := bouncedFactory(t, b, mode)
+		var n atomic.Int64
+		conformance.Exercise(t, func(t *testing.T) (datastorage.Backend, context.Context) {
+			r, err := f.Create()
+			if err != nil {
+				t.Fatal(err)
+			}
+			return r, tenant.WithTenant(context.Background(), fmt.Sprintf("tenant-%d", n.Add(1)))
+		})
+	})
+}
+
+// TestPgBouncerSharedConnectionIsolation multiplexes many tenants, from a
+// client pool of 8 connections, onto ONE server connection, writing and
+// reading the same message ids concurrently: every read returns its own
+// tenant's body. The first subtest is the control: it shows that session
+// state set by one client connection is seen by another through this
+// PgBouncer, which is why pgtenant keeps no per-tenant session state.
+func TestPgBouncerSharedConnectionIsolation(t *testing.T) {
+	t.Parallel()
+	b := pgtest.PgBouncer(t, 1)
+
+	t.Run("control: session state leaks across clients", func(t *testing.T) {
+		t.Parallel()
+		pool := pgtest.NewPool(t, b.DSN(t, pgtest.NewDatabase(t)), func(c *pgxpool.Config) {
+			c.AfterConnect = nil
+			c.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeSimpleProtocol
+		})
+		ctx := context.Background()
+		a, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Release()
+		c, err := pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Release()
+		if _, err := a.Exec(ctx, "SET search_path = tenant_a"); err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		if err := c.QueryRow(ctx, "SHOW search_path").Scan(&got); err != nil {
+			t.Fatal(err)
+		}
+		if got != "tenant_a" {
+			t.Fatalf("another client connection sees search_path %q; the pooler does not share server connections as the test assumes", got)
+		}
+	})
+
+	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
+		f, dsn := bouncedFactory(t, b, mode)
+		r, err := f.NewRouter()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		const tenants, rounds = 8, 20
+		var wg sync.WaitGroup
+		errs := make(chan error, tenants*2)
+		for i := range tenants {
+			for w := range 2 {
+				wg.Go(func() {
+					name := fmt.Sprintf("tenant-%d", i)
+					ctx := tenant.WithTenant(context.Background(), name)
+					for k := range rounds {
+						id := fmt.Sprintf("shared-%d", k%4) // the same ids in every tenant
+						body := fmt.Appendf(nil, "%s writer %d round %d", name, w, k)
+						if _, err := r.StoreData(ctx, id, strings.NewReader(string(body))); err != nil {
+							errs <- fmt.Errorf("%s: store: %w", name, err)
+							return
+						}
+						got, err := conformance.Read(t, r, ctx, id)
+						if err != nil {
+							errs <- fmt.Errorf("%s: read: %w", name, err)
+							return
+						}
+						if !strings.HasPrefix(string(got), name+" writer ") {
+							errs <- fmt.Errorf("%s read %q: another tenant's body", name, got)
+							return
+						}
+					}
+				})
+			}
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if t.Failed() {
+			return
+		}
+		if open := r.Pool().Stat().TotalConns(); open < 2 {
+			t.Fatalf("client pool opened %d connections; the test needs several sharing one server connection", open)
+		}
+		inspect := pgtest.NewPool(t, dsn, nil)
+		var servers int
+		db := inspect.Config().ConnConfig.Database
+		if err := inspect.QueryRow(context.Background(),
+			"SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", db).Scan(&servers); err != nil {
+			t.Fatal(err)
+		}
+		if servers != 1 {
+			t.Fatalf("%d server connections served the tenants, want exactly 1", servers)
+		}
+	})
+}
