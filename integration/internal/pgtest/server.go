@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	dockercontainer "github.com/moby/moby/api/types/container"
 	"github.com/jackc/pgx/v5"
+	dockercontainer "github.com/moby/moby/api/types/container"
 	"github.com/moby/moby/api/types/network"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/modules/postgres"
