@@ -146,7 +146,7 @@ func TestFaultSlowServer(t *testing.T) {
 				_, err := readState(ctx, r, "big")
 				return err
 			},
-			"delete": func(ctx context.Context) error { return r.DeleteData(ctx, "gone") },
+			"delete":         func(ctx context.Context) error { return r.DeleteData(ctx, "gone") },
 			"delete missing": func(ctx context.Context) error { return r.DeleteData(ctx, "never-was") },
 			"stats": func(ctx context.Context) error {
 				_, err := r.Stats(ctx, "slow")
