@@ -9,6 +9,15 @@
 // double the bytes on the wire, are refused. Every statement names its table
 // fully qualified and quoted; nothing depends on search_path.
 //
+// Failures are classified at this edge: a failed or lost connection is
+// ErrConnection (for a write, old or new version, complete; the outcome is
+// unknown), the caller's context ends as the context's error, and a refused
+// statement stays a *pgconn.PgError. An operation is repeated by itself only
+// when the repeat cannot change the outcome: a request pgx reports as never
+// sent (pgconn.SafeToRetry), a stale cached plan (once), and a read whose
+// connection was lost (once). A write or delete that reached the server is
+// never repeated.
+//
 // The package knows tables, not tenants: a Target may select rows by a
 // partition column and carry a write condition, both supplied by the caller.
 package backend

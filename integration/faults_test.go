@@ -78,6 +78,8 @@ type faultLoad struct {
 	errKinds  map[string]int // failures by kind
 	problems  []string       // ledger violations, unexpected errors, hangs
 	lastError string
+	want      int64         // waitOK's target count of successes
+	reached   chan struct{} // closed when want is reached
 }
 
 const (
@@ -104,17 +106,29 @@ func startLoad(t *testing.T, r datastorage.Backend, tenants []string) *faultLoad
 }
 
 // waitOK waits until n more operations have succeeded, or fails t after
-// limit (the load makes progress; it is not a sleep).
+// limit: the load makes progress.
 func (l *faultLoad) waitOK(t *testing.T, n int64, limit time.Duration) {
 	t.Helper()
-	target := l.ok.Load() + n
-	deadline := time.Now().Add(limit)
-	for l.ok.Load() < target {
-		if time.Now().After(deadline) {
-			t.Fatalf("load made %d of %d successful operations in %v; last error: %s",
-				n-(target-l.ok.Load()), n, limit, l.lastErr())
-		}
-		time.Sleep(10 * time.Millisecond) // polling a counter
+	l.mu.Lock()
+	l.want = l.ok.Load() + n
+	reached := make(chan struct{})
+	l.reached = reached
+	l.mu.Unlock()
+	select {
+	case <-reached:
+	case <-time.After(limit):
+		t.Fatalf("load made fewer than %d successful operations in %v; last error: %s", n, limit, l.lastErr())
+	}
+}
+
+// succeeded counts a successful operation and wakes waitOK.
+func (l *faultLoad) succeeded() {
+	n := l.ok.Add(1)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.reached != nil && n >= l.want {
+		close(l.reached)
+		l.reached = nil
 	}
 }
 
@@ -222,7 +236,7 @@ func (l *faultLoad) write(ctx context.Context, rng *rand.Rand, w int, s *slot) e
 	if err == nil {
 		copy(st.sum[:], h.Sum(nil))
 		s.known(st)
-		l.ok.Add(1)
+		l.succeeded()
 		return nil
 	}
 	// The body may have been stored completely; hash the rest of it.
@@ -244,7 +258,7 @@ func (l *faultLoad) read(ctx context.Context, s *slot) error {
 	default:
 		s.known(got)
 	}
-	l.ok.Add(1)
+	l.succeeded()
 	return nil
 }
 
@@ -265,7 +279,7 @@ func (l *faultLoad) delete(ctx context.Context, s *slot) error {
 		return err
 	}
 	s.known(absent)
-	l.ok.Add(1)
+	l.succeeded()
 	return nil
 }
 

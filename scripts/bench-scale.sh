@@ -14,6 +14,6 @@ export TESTCONTAINERS_HOST_OVERRIDE=${TESTCONTAINERS_HOST_OVERRIDE:-127.0.0.1}
 PGTENANT_POSTGRES_IMAGE=$(scripts/ensure-postgres.sh)
 export PGTENANT_POSTGRES_IMAGE
 for mode in schema-per-tenant table-per-tenant; do
-  go test -run '^$' -bench "BenchmarkScale/mode=$mode/" -benchtime "$benchtime" -count "$count" \
+  go test -v -run '^$' -bench "BenchmarkScale/mode=$mode/" -benchtime "$benchtime" -count "$count" \
     -timeout 90m ./integration/ | tee "$out/scale-$mode.txt"
 done
