@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/url"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,8 +138,9 @@ func (f *Factory) Open(ctx context.Context) (*Backend, error) {
 // PoolConfig parses dsn into a pool configuration with pgtenant's defaults:
 // MaxConns = maxOpen, MinConns = maxIdle (at most maxOpen),
 // MaxConnLifetime = DefaultMaxConnLifetime (with 10% jitter),
-// MaxConnIdleTime = DefaultMaxConnIdleTime. Non-positive limits keep the
-// package defaults.
+// MaxConnIdleTime = DefaultMaxConnIdleTime, except where the DSN sets
+// them (pool_max_conn_lifetime, pool_max_conn_lifetime_jitter,
+// pool_max_conn_idle_time). Non-positive limits keep the package defaults.
 func PoolConfig(dsn string, maxOpen, maxIdle int) (*pgxpool.Config, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
@@ -151,10 +154,31 @@ func PoolConfig(dsn string, maxOpen, maxIdle int) (*pgxpool.Config, error) {
 	}
 	cfg.MaxConns = int32(maxOpen)
 	cfg.MinConns = int32(min(maxIdle, maxOpen))
-	cfg.MaxConnLifetime = DefaultMaxConnLifetime
-	cfg.MaxConnLifetimeJitter = DefaultMaxConnLifetime / 10
-	cfg.MaxConnIdleTime = DefaultMaxConnIdleTime
+	if !dsnSets(dsn, "pool_max_conn_lifetime") {
+		cfg.MaxConnLifetime = DefaultMaxConnLifetime
+	}
+	if !dsnSets(dsn, "pool_max_conn_lifetime_jitter") {
+		cfg.MaxConnLifetimeJitter = cfg.MaxConnLifetime / 10
+	}
+	if !dsnSets(dsn, "pool_max_conn_idle_time") {
+		cfg.MaxConnIdleTime = DefaultMaxConnIdleTime
+	}
 	return cfg, nil
+}
+
+// dsnSets reports whether dsn, a URL or keyword/value connection string,
+// sets key.
+func dsnSets(dsn, key string) bool {
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		return err == nil && u.Query().Has(key)
+	}
+	for _, field := range strings.Fields(dsn) {
+		if k, _, ok := strings.Cut(field, "="); ok && strings.TrimSpace(k) == key {
+			return true
+		}
+	}
+	return false
 }
 
 // Backend is a datastorage.Backend over one table. Its Store does the work;

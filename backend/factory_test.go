@@ -2,6 +2,7 @@ package backend
 
 import (
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -42,6 +43,28 @@ func TestValidateMessageID(t *testing.T) {
 	for id, ok := range map[string]bool{"a": true, "": false, string(make([]byte, 255)): false, "x\x00": false, "\xc3": false} {
 		if err := ValidateMessageID(id); (err == nil) != ok {
 			t.Errorf("ValidateMessageID(%q) = %v", id, err)
+		}
+	}
+}
+
+func TestPoolConfigKeepsDSNLifetimes(t *testing.T) {
+	for _, tc := range []struct {
+		dsn            string
+		lifetime, idle time.Duration
+	}{
+		{"postgres://u@h/db", DefaultMaxConnLifetime, DefaultMaxConnIdleTime},
+		{"postgres://u@h/db?pool_max_conn_lifetime=2m", 2 * time.Minute, DefaultMaxConnIdleTime},
+		{"postgresql://u@h/db?pool_max_conn_idle_time=30s", DefaultMaxConnLifetime, 30 * time.Second},
+		{"host=h user=u pool_max_conn_lifetime=90s", 90 * time.Second, DefaultMaxConnIdleTime},
+		{"host=h user=u password='pool_max_conn_lifetime=1s'", DefaultMaxConnLifetime, DefaultMaxConnIdleTime},
+	} {
+		cfg, err := PoolConfig(tc.dsn, 4, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.MaxConnLifetime != tc.lifetime || cfg.MaxConnIdleTime != tc.idle || cfg.MaxConnLifetimeJitter != tc.lifetime/10 {
+			t.Errorf("%s: lifetime %v (jitter %v), idle %v; want %v, %v", tc.dsn, cfg.MaxConnLifetime,
+				cfg.MaxConnLifetimeJitter, cfg.MaxConnIdleTime, tc.lifetime, tc.idle)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -388,6 +389,17 @@ func TestRouterSharesOnePool(t *testing.T) {
 	defer r3.Close()
 	if r3.Pool() == r1.Pool() {
 		t.Fatal("a WithX copy shares the original's pool")
+	}
+	if got := r1.Pool().Config().MaxConnLifetime; got != backend.DefaultMaxConnLifetime {
+		t.Fatalf("default MaxConnLifetime %v", got)
+	}
+	short, err := rb.factory.WithMaxConnLifetime(3 * time.Minute).NewRouter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer short.Close()
+	if c := short.Pool().Config(); c.MaxConnLifetime != 3*time.Minute || c.MaxConnLifetimeJitter != 18*time.Second {
+		t.Fatalf("WithMaxConnLifetime(3m): lifetime %v, jitter %v", c.MaxConnLifetime, c.MaxConnLifetimeJitter)
 	}
 	ctx := tenant.WithTenant(context.Background(), "x")
 	pool := r1.Pool()

@@ -55,6 +55,7 @@ type Factory struct {
 	tenantAttr        bool
 	logger            *slog.Logger
 	tracer            pgx.QueryTracer
+	connLifetime      time.Duration
 
 	shared *sharedCore
 }
@@ -124,6 +125,16 @@ func (f *Factory) WithTableSchema(name string) *Factory {
 // WithPool.
 func (f *Factory) WithConnectionLimits(maxOpen, maxIdle int) *Factory {
 	return f.with(func(c *Factory) { c.maxOpen, c.maxIdle = maxOpen, maxIdle })
+}
+
+// WithMaxConnLifetime returns a copy whose pool closes each connection
+// after d (±10%), which frees the server backend's caches: every backend
+// keeps catalog, relation and plan cache entries for each tenant table it
+// touched, about 35 KiB per tenant in the per-tenant modes (README, "Scale
+// limits"). The default is backend.DefaultMaxConnLifetime, or the DSN's
+// pool_max_conn_lifetime. Ignored with WithPool; d <= 0 keeps the default.
+func (f *Factory) WithMaxConnLifetime(d time.Duration) *Factory {
+	return f.with(func(c *Factory) { c.connLifetime = d })
 }
 
 // WithCacheSize returns a copy whose LRU remembers n tenants (default
@@ -286,6 +297,9 @@ func (f *Factory) openCore(ctx context.Context) (*core, error) {
 		cfg, err := backend.PoolConfig(f.dsn, f.maxOpen, f.maxIdle)
 		if err != nil {
 			return nil, err
+		}
+		if f.connLifetime > 0 {
+			cfg.MaxConnLifetime, cfg.MaxConnLifetimeJitter = f.connLifetime, f.connLifetime/10
 		}
 		cfg.ConnConfig.DefaultQueryExecMode = f.mode
 		cfg.ConnConfig.StatementCacheCapacity = f.stmtCacheCap
