@@ -22,8 +22,10 @@ import (
 //   - provision-more: Provision of one more tenant at that scale, one client;
 //   - cycle: store+read+delete cycles of 1 KiB, 16 clients, each for a
 //     random tenant of the 10 000, after warming (steady state);
-//   - backend-touching=K: one server backend's life: a fresh connection
-//     (statement cache 4096, as the Router's) runs a cycle in K tenants;
+//   - backend-touching=K/mode: one server backend's life: a fresh
+//     connection (statement cache 4096, as the Router's) runs a cycle in K
+//     tenants in exec mode CacheStatement (prepared statements on the
+//     server) or CacheDescribe (none);
 //     backend-MiB is its memory afterwards (pg_backend_memory_contexts),
 //     catcache-MiB the part under CacheMemoryContext (catalog, relation and
 //     plan caches). The backend frees it all when it exits, which is what
@@ -56,11 +58,20 @@ func BenchmarkScale(b *testing.B) {
 				}
 			})
 			b.Run("cycle", func(b *testing.B) { routerCycles(b, set, body) })
-			for _, k := range []int{0, 1000, n} {
-				b.Run(fmt.Sprintf("backend-touching=%d", k), func(b *testing.B) {
+			for _, c := range []struct {
+				k    int
+				mode pgx.QueryExecMode
+			}{
+				{0, pgx.QueryExecModeCacheStatement},
+				{1000, pgx.QueryExecModeCacheStatement},
+				{n, pgx.QueryExecModeCacheStatement},
+				{1000, pgx.QueryExecModeCacheDescribe},
+				{n, pgx.QueryExecModeCacheDescribe},
+			} {
+				b.Run(fmt.Sprintf("backend-touching=%d/%v", c.k, c.mode), func(b *testing.B) {
 					var mem, cache int64
 					for b.Loop() {
-						mem, cache = backendLife(b, set.router, k, body)
+						mem, cache = backendLife(b, set.router, c.k, c.mode, body)
 					}
 					b.ReportMetric(float64(mem)/(1<<20), "backend-MiB")
 					b.ReportMetric(float64(cache)/(1<<20), "catcache-MiB")
@@ -73,10 +84,12 @@ func BenchmarkScale(b *testing.B) {
 // backendLife opens a connection, runs one cycle in each of the first k
 // tenants through per-tenant Stores (the Router's SQL), and returns the
 // backend's memory: in all, and under CacheMemoryContext.
-func backendLife(b *testing.B, r *tenant.Router, k int, body []byte) (total, cache int64) {
+func backendLife(b *testing.B, r *tenant.Router, k int, mode pgx.QueryExecMode, body []byte) (total, cache int64) {
 	ctx := context.Background()
 	cfg := r.Pool().Config().ConnConfig.Copy()
 	cfg.StatementCacheCapacity = tenant.DefaultStatementCacheCapacity
+	cfg.DescriptionCacheCapacity = tenant.DefaultStatementCacheCapacity
+	cfg.DefaultQueryExecMode = mode
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -87,7 +100,7 @@ func backendLife(b *testing.B, r *tenant.Router, k int, body []byte) (total, cac
 		if err != nil {
 			b.Fatal(err)
 		}
-		s, err := backend.NewStore(conn, backend.Target{Table: p.Table, Partition: p.Partition}, backend.Options{})
+		s, err := backend.NewStore(conn, backend.Target{Table: p.Table, Partition: p.Partition}, backend.Options{Mode: mode})
 		if err != nil {
 			b.Fatal(err)
 		}

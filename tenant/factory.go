@@ -129,9 +129,10 @@ func (f *Factory) WithConnectionLimits(maxOpen, maxIdle int) *Factory {
 
 // WithMaxConnLifetime returns a copy whose pool closes each connection
 // after d (±10%), which frees the server backend's caches: every backend
-// keeps catalog, relation and plan cache entries for each tenant table it
-// touched, about 35 KiB per tenant in the per-tenant modes (README, "Scale
-// limits"). The default is backend.DefaultMaxConnLifetime, or the DSN's
+// keeps catalog and relation cache entries for each tenant it touched
+// (about 30 KiB per tenant in the per-tenant modes) and the plans of its
+// prepared statements (about 15 KiB each); see the README, "Scale limits".
+// The default is backend.DefaultMaxConnLifetime, or the DSN's
 // pool_max_conn_lifetime. Ignored with WithPool; d <= 0 keeps the default.
 func (f *Factory) WithMaxConnLifetime(d time.Duration) *Factory {
 	return f.with(func(c *Factory) { c.connLifetime = d })
