@@ -45,7 +45,7 @@ func TestFaultKillConnections(t *testing.T) {
 	}
 	took := recoverWithin(t, mux, mux.tenants, 10*time.Second)
 	load.waitOK(t, 100, time.Minute)
-	load.check(t, mux.stats)
+	load.check(t, mux)
 	if killed == 0 {
 		t.Fatal("no connection was terminated; the fault did not happen")
 	}
@@ -76,7 +76,7 @@ func TestFaultServerRestart(t *testing.T) {
 	downFor := time.Since(down)
 	took := recoverWithin(t, mux, mux.tenants, 10*time.Second)
 	load.waitOK(t, 100, time.Minute)
-	load.check(t, mux.stats)
+	load.check(t, mux)
 	if failedBefore == 0 && load.fail.Load() == 0 {
 		t.Fatal("no operation failed; the restart did not hit the load")
 	}

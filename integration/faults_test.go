@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 	datastorage "schneider.vip/retryspool/storage/data"
 )
@@ -345,7 +346,7 @@ func recoverWithin(t *testing.T, b datastorage.Backend, tenants []string, limit 
 // check ends the load and verifies the ledger: the problems found during
 // the load, then every message read once more, and each tenant's message
 // count against the ledger (nothing extra, nothing from another tenant).
-func (l *faultLoad) check(t *testing.T, stats func(ctx context.Context, tenant string) (int64, error)) {
+func (l *faultLoad) check(t *testing.T, m *modeMux) {
 	t.Helper()
 	l.stopLoad()
 	ctx := context.Background()
@@ -367,13 +368,16 @@ func (l *faultLoad) check(t *testing.T, stats func(ctx context.Context, tenant s
 		}
 	}
 	for _, tn := range l.tenants {
-		n, err := stats(ctx, tn)
+		n, err := m.stats(ctx, tn)
 		if err != nil {
 			t.Fatal(err)
 		}
 		want := present[tn] + 1 // + the recovery probe
 		if n != want {
 			t.Errorf("tenant %s holds %d messages, the ledger %d", tn, n, want)
+		}
+		if n, err := m.strayChunks(ctx, tn); err != nil || n != 0 {
+			t.Errorf("tenant %s: %d pieces of bodies no message refers to (%v)", tn, n, err)
 		}
 	}
 	for _, p := range l.problems {
@@ -438,4 +442,27 @@ func (m *modeMux) Close() error { return nil }
 func (m *modeMux) stats(ctx context.Context, id string) (int64, error) {
 	st, err := m.router(tenant.WithTenant(ctx, id)).Stats(ctx, id)
 	return st.Messages, err
+}
+
+// strayChunks counts the tenant's chunk rows that belong to no message's
+// current version: pieces of a failed or replaced large write. With one
+// writer per message there must be none.
+func (m *modeMux) strayChunks(ctx context.Context, id string) (int64, error) {
+	r := m.router(tenant.WithTenant(ctx, id))
+	p, err := r.Placement(id)
+	if err != nil {
+		return 0, err
+	}
+	inner, outer, args := "", "", []any{}
+	if p.Partition != "" {
+		col := schema.Quote(schema.TenantColumn)
+		inner = " AND m." + col + " = c." + col
+		outer = " AND c." + col + " = $1"
+		args = append(args, p.Partition)
+	}
+	var n int64
+	err = r.Pool().QueryRow(ctx, "SELECT count(*) FROM "+schema.ChunkTable(p.Table).Sanitize()+" c"+
+		" WHERE NOT EXISTS (SELECT 1 FROM "+p.Table.Sanitize()+" m"+
+		" WHERE m.message_id = c.message_id AND m.chunked_version = c.version"+inner+")"+outer, args...).Scan(&n)
+	return n, err
 }
