@@ -142,3 +142,22 @@ func TestPgBouncerSharedConnectionIsolation(t *testing.T) {
 		}
 	})
 }
+
+// TestPgBouncerCLI runs the operator commands through PgBouncer with
+// --exec-mode describe.
+func TestPgBouncerCLI(t *testing.T) {
+	t.Parallel()
+	b := pgtest.PgBouncer(t, 1)
+	dsn := b.DSN(t, pgtest.NewDatabase(t))
+	mustCLI(t, "tenants", "provision", "acme", "globex", "--dsn", dsn, "--exec-mode", "describe")
+	if out := mustCLI(t, "tenants", "list", "--dsn", dsn, "--exec-mode", "describe"); out != "acme\nglobex\n" {
+		t.Fatalf("list: %q", out)
+	}
+	if out := mustCLI(t, "migrate", "--dsn", dsn, "--exec-mode", "describe"); !strings.Contains(out, "2 already current") {
+		t.Fatalf("migrate: %s", out)
+	}
+	mustCLI(t, "tenants", "drop", "acme", "--dsn", dsn, "--exec-mode", "describe")
+	if code, _, stderr := runCLI(t, "tenants", "list", "--dsn", dsn, "--exec-mode", "simple"); code != 2 || !strings.Contains(stderr, "--exec-mode") {
+		t.Fatalf("bad --exec-mode: exit %d, %s", code, stderr)
+	}
+}

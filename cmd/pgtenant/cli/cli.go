@@ -13,6 +13,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 	"github.com/schollz/progressbar/v3"
@@ -32,6 +33,7 @@ type options struct {
 	dsn       string
 	isolation string
 	table     string
+	execMode  string
 	stdout    io.Writer
 	stderr    io.Writer
 }
@@ -56,6 +58,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&o.dsn, "dsn", "", "PostgreSQL connection string (default $DATABASE_URL)")
 	pf.StringVar(&o.isolation, "isolation", "schema", "isolation mode: schema, table or shared")
 	pf.StringVar(&o.table, "table", "retryspool_data", "base table name")
+	pf.StringVar(&o.execMode, "exec-mode", "statement", "pgx statement mode: statement (prepared), or describe (no server-side\nprepared statements; use it behind PgBouncer in transaction pooling)")
 	root.AddCommand(demoCmd(o), tenantsCmd(o), migrateCmd(o), purgeCmd(o), benchCmd(o))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -102,7 +105,17 @@ func (o *options) routerOn(ctx context.Context, dsn string) (*tenant.Router, err
 	if err != nil {
 		return nil, err
 	}
-	return tenant.NewFactory(dsn).WithIsolation(mode).WithTableName(o.table).WithConnectionLimits(8, 1).OpenRouter(ctx)
+	var exec pgx.QueryExecMode
+	switch o.execMode {
+	case "statement":
+		exec = pgx.QueryExecModeCacheStatement
+	case "describe":
+		exec = pgx.QueryExecModeCacheDescribe
+	default:
+		return nil, usageError{fmt.Errorf("--exec-mode %q: want statement or describe", o.execMode)}
+	}
+	return tenant.NewFactory(dsn).WithIsolation(mode).WithTableName(o.table).WithExecMode(exec).
+		WithConnectionLimits(8, 1).OpenRouter(ctx)
 }
 
 func tenantsCmd(o *options) *cobra.Command {
