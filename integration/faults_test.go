@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"slices"
@@ -187,7 +188,7 @@ func (l *faultLoad) work(w int, own []*slot) {
 		var err error
 		switch p := rng.IntN(100); {
 		case p < 45:
-			err = l.write(ctx, rng, w, s)
+			err = l.write(ctx, rng, s)
 		case p < 80:
 			err = l.read(ctx, s)
 		default:
@@ -207,17 +208,18 @@ func (l *faultLoad) work(w int, own []*slot) {
 
 // write stores a new body: one in ten is 8 MiB through the streaming
 // writer, the rest are up to 64 KiB through StoreData or the writer.
-func (l *faultLoad) write(ctx context.Context, rng *rand.Rand, w int, s *slot) error {
+func (l *faultLoad) write(ctx context.Context, rng *rand.Rand, s *slot) error {
 	s.writes++
-	seed := uint64(w)<<48 ^ uint64(len(s.tenant))<<40 ^ s.writes<<8 ^ uint64(rng.IntN(256))
-	seed ^= uint64(hashString(s.tenant + "/" + s.id))
+	// A body of its own for every write of every message of every tenant.
+	seed := fnv.New64a()
+	fmt.Fprintf(seed, "%s/%s/%d", s.tenant, s.id, s.writes)
 	size := int64(rng.IntN(64 << 10))
 	streaming := rng.IntN(2) == 0
 	if rng.IntN(10) == 0 {
 		size, streaming = l.bigSize, true
 	}
 	h := sha256.New()
-	body := io.TeeReader(bodyReader(seed, size), h)
+	body := io.TeeReader(bodyReader(seed.Sum64(), size), h)
 	var err error
 	op := "store"
 	if streaming {
@@ -305,15 +307,7 @@ func readState(ctx context.Context, b datastorage.Backend, id string) (state, er
 	return st, nil
 }
 
-func hashString(s string) uint32 {
-	var h uint32 = 2166136261
-	for i := 0; i < len(s); i++ {
-		h = (h ^ uint32(s[i])) * 16777619
-	}
-	return h
-}
-
-// recover measures how long after a fault ended every tenant can store and
+// recoverWithin measures how long after a fault ended every tenant can store and
 // read again, and fails t if that takes longer than limit.
 func recoverWithin(t *testing.T, b datastorage.Backend, tenants []string, limit time.Duration) time.Duration {
 	t.Helper()
