@@ -29,7 +29,8 @@ type Stats struct {
 
 // Stats counts tenant id's messages exactly. A tenant without storage has
 // zero messages.
-func (r *Router) Stats(ctx context.Context, id string) (Stats, error) {
+func (r *Router) Stats(ctx context.Context, id string) (_ Stats, err error) {
+	defer func() { err = backend.ConnectionError(err) }()
 	if r.closed.Load() {
 		return Stats{}, ErrClosed
 	}
@@ -55,7 +56,8 @@ func (r *Router) Stats(ctx context.Context, id string) (Stats, error) {
 // estimate, which is -1 or 0 until the table was first vacuumed or
 // analyzed, and the table's disk size), in SharedTable from one grouped
 // scan of the shared table.
-func (r *Router) Overview(ctx context.Context) ([]Stats, error) {
+func (r *Router) Overview(ctx context.Context) (_ []Stats, err error) {
+	defer func() { err = backend.ConnectionError(err) }()
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}
@@ -84,7 +86,8 @@ func (r *Router) Overview(ctx context.Context) ([]Stats, error) {
 
 // Purge deletes tenant id's messages not updated for olderThan, in batches
 // of backend.PurgeBatch, and returns how many it deleted.
-func (r *Router) Purge(ctx context.Context, id string, olderThan time.Duration) (int64, error) {
+func (r *Router) Purge(ctx context.Context, id string, olderThan time.Duration) (_ int64, err error) {
+	defer func() { err = backend.ConnectionError(err) }()
 	if r.closed.Load() {
 		return 0, ErrClosed
 	}

@@ -195,14 +195,15 @@ func (r *Router) DeleteData(ctx context.Context, messageID string) error {
 
 // Provision creates tenant id's objects if they are missing and marks it
 // active, also after Drop (the tenant comes back empty). It is idempotent.
-func (r *Router) Provision(ctx context.Context, id string) error {
+func (r *Router) Provision(ctx context.Context, id string) (err error) {
+	defer func() { err = backend.ConnectionError(err) }()
 	if r.closed.Load() {
 		return ErrClosed
 	}
 	if err := Validate(id); err != nil {
 		return err
 	}
-	_, err := r.core.ensure(ctx, id, true)
+	_, err = r.core.ensure(ctx, id, true)
 	if err == nil {
 		r.core.obs.log.InfoContext(ctx, "pgtenant: tenant provisioned", "tenant", id, "store", r.core.store)
 	}
@@ -214,14 +215,15 @@ func (r *Router) Provision(ctx context.Context, id string) error {
 // removes the tenant's objects (its rows, in SharedTable) in a transaction
 // of its own bounded by the lock timeout. If that second step fails the
 // tenant stays tombstoned and Drop can be called again.
-func (r *Router) Drop(ctx context.Context, id string) error {
+func (r *Router) Drop(ctx context.Context, id string) (err error) {
+	defer func() { err = backend.ConnectionError(err) }()
 	if r.closed.Load() {
 		return ErrClosed
 	}
 	if err := Validate(id); err != nil {
 		return err
 	}
-	err := r.core.drop(ctx, id)
+	err = r.core.drop(ctx, id)
 	if err == nil {
 		r.core.obs.log.InfoContext(ctx, "pgtenant: tenant dropped", "tenant", id, "store", r.core.store)
 	} else {
@@ -232,7 +234,8 @@ func (r *Router) Drop(ctx context.Context, id string) error {
 
 // List returns the ids of the active tenants of the Router's layout, in
 // ascending order, from the registry.
-func (r *Router) List(ctx context.Context) ([]string, error) {
+func (r *Router) List(ctx context.Context) (_ []string, err error) {
+	defer func() { err = backend.ConnectionError(err) }()
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}
