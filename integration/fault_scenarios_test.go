@@ -44,7 +44,7 @@ func TestFaultKillConnections(t *testing.T) {
 		killed += n
 		time.Sleep(time.Duration(100+rand.IntN(100)) * time.Millisecond) // the fault's period
 	}
-	took := recoverWithin(t, mux, mux.tenants, 10*time.Second)
+	took := recoverWithin(t, mux, mux.tenants, recoveryBound)
 	load.waitOK(t, 100, time.Minute)
 	load.check(t, mux)
 	if killed == 0 {
@@ -58,7 +58,24 @@ func TestFaultKillConnections(t *testing.T) {
 // holds, and the Routers (not recreated) serve again within a bound.
 func TestFaultServerRestart(t *testing.T) {
 	t.Parallel()
-	srv := pgtest.NewServer(t)
+	restartUnderLoad(t, pgtest.FastShutdown)
+}
+
+// TestFaultServerCrash kills a dedicated server (SIGKILL) in the middle of
+// the mixed load and starts it again: crash recovery replays the WAL, and
+// every acknowledged write is there.
+func TestFaultServerCrash(t *testing.T) {
+	t.Parallel()
+	restartUnderLoad(t, pgtest.Crash)
+}
+
+// recoveryBound is how soon after a fault every tenant must be served
+// again; measured recoveries are under 4 s even with the whole suite
+// running beside them on 2 cores.
+const recoveryBound = 30 * time.Second
+
+func restartUnderLoad(t *testing.T, stopSignal string) {
+	srv := pgtest.NewServer(t, stopSignal)
 	pool := pgtest.NewPool(t, srv.DSN(), func(c *pgxpool.Config) { c.MaxConns = 12 })
 	mux := newModeMux(t, pool, 2)
 	load := startLoad(t, mux, mux.tenants)
@@ -75,13 +92,13 @@ func TestFaultServerRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	downFor := time.Since(down)
-	took := recoverWithin(t, mux, mux.tenants, 10*time.Second)
+	took := recoverWithin(t, mux, mux.tenants, recoveryBound)
 	load.waitOK(t, 100, time.Minute)
 	load.check(t, mux)
 	if failedBefore == 0 && load.fail.Load() == 0 {
-		t.Fatal("no operation failed; the restart did not hit the load")
+		t.Fatal("no operation failed; the server's stop did not hit the load")
 	}
-	t.Logf("server down and up again in %v; recovered %v after it accepted connections", downFor, took)
+	t.Logf("server down (%s) and up again in %v; recovered %v after it accepted connections", stopSignal, downFor, took)
 }
 
 // TestFaultSlowServer holds an ACCESS EXCLUSIVE lock on the tenant's table

@@ -308,7 +308,8 @@ func readState(ctx context.Context, b datastorage.Backend, id string) (state, er
 }
 
 // recoverWithin measures how long after a fault ended every tenant can store and
-// read again, and fails t if that takes longer than limit.
+// read again, and fails t if that takes longer than limit. The time
+// includes the operations themselves, which run beside the load.
 func recoverWithin(t *testing.T, b datastorage.Backend, tenants []string, limit time.Duration) time.Duration {
 	t.Helper()
 	start := time.Now()

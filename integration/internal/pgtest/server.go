@@ -29,8 +29,20 @@ type Server struct {
 	dsn string
 }
 
-// NewServer starts a dedicated server; it is removed when t ends.
-func NewServer(t testing.TB) *Server {
+// Stop signals for NewServer.
+const (
+	// FastShutdown makes Stop a clean, fast shutdown (SIGINT), as the
+	// official image does; Docker's default SIGTERM is PostgreSQL's smart
+	// shutdown, which waits for clients.
+	FastShutdown = "SIGINT"
+	// Crash makes Stop kill the server (SIGKILL): the next Start runs crash
+	// recovery from the WAL.
+	Crash = "SIGKILL"
+)
+
+// NewServer starts a dedicated server that Stop stops with stopSignal
+// (FastShutdown or Crash); it is removed when t ends.
+func NewServer(t testing.TB, stopSignal string) *Server {
 	t.Helper()
 	need(t)
 	port, err := freePort()
@@ -45,9 +57,7 @@ func NewServer(t testing.TB) *Server {
 		postgres.WithPassword("postgres"),
 		postgres.BasicWaitStrategies(),
 		testcontainers.WithCmdArgs("-c", "max_connections=200"),
-		// Fast shutdown on stop, as the official image does; the default
-		// SIGTERM is PostgreSQL's smart shutdown, which waits for clients.
-		testcontainers.WithConfigModifier(func(cfg *dockercontainer.Config) { cfg.StopSignal = "SIGINT" }),
+		testcontainers.WithConfigModifier(func(cfg *dockercontainer.Config) { cfg.StopSignal = stopSignal }),
 		testcontainers.WithHostConfigModifier(func(hc *dockercontainer.HostConfig) {
 			hc.PortBindings = network.PortMap{network.MustParsePort("5432/tcp"): {{HostPort: strconv.Itoa(port)}}}
 		}),
@@ -76,7 +86,7 @@ func NewServer(t testing.TB) *Server {
 // DSN returns the DSN of the server's database (search_path ”).
 func (s *Server) DSN() string { return s.dsn }
 
-// Stop stops the server with a fast shutdown, keeping its data.
+// Stop stops the server with its stop signal, keeping its data.
 func (s *Server) Stop(ctx context.Context) error {
 	timeout := 30 * time.Second
 	return s.c.Stop(ctx, &timeout)
