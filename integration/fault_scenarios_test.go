@@ -208,8 +208,8 @@ func TestFaultSlowServer(t *testing.T) {
 		if n := rb.count(t, "SELECT count(DISTINCT version) FROM "+schema.ChunkTable(pl.Table).Sanitize()); n != 1 {
 			t.Fatalf("chunk table holds %d versions, want 1", n)
 		}
-		if _, err := readState(ctx, r, "gone"); err != nil {
-			t.Fatal(err)
+		if got, err := readState(ctx, r, "gone"); err != nil || (got.present && got.size != int64(len("to be deleted"))) {
+			t.Fatalf("gone holds %v (%v), want nothing or its one version", got, err)
 		}
 		// The pool serves at once.
 		octx, cancel := context.WithTimeout(ctx, 5*time.Second)
