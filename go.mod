@@ -14,7 +14,6 @@ require (
 	go.opentelemetry.io/otel/metric v1.44.0
 	go.opentelemetry.io/otel/sdk/metric v1.44.0
 	go.uber.org/goleak v1.3.0
-	golang.org/x/sync v0.25.0
 	gonum.org/v1/plot v0.17.0
 	schneider.vip/retryspool/storage/data v0.0.3
 )
@@ -79,12 +78,8 @@ require (
 	go.yaml.in/yaml/v3 v3.0.5 // indirect
 	golang.org/x/crypto v0.58.0 // indirect
 	golang.org/x/image v0.30.0 // indirect
+	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
 )
-
-// The real module is not reachable from the build machines; see README
-// ("The retryspool replace"). Replace directives only apply to this module,
-// so consumers of pgtenant resolve the real schneider.vip module.
-replace schneider.vip/retryspool/storage/data => ./third_party/retryspool-data

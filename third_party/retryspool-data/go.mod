@@ -1,3 +1,0 @@
-module schneider.vip/retryspool/storage/data
-
-go 1.21
