@@ -22,7 +22,7 @@ test:
 	echo "using images $$PGTENANT_POSTGRES_IMAGE (server), $$PGTENANT_PGBOUNCER_IMAGE (PgBouncer)"; \
 	$(GO) vet ./...; \
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }; \
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 
 demo:
 	export PGTENANT_POSTGRES_IMAGE=$$(scripts/ensure-postgres.sh); \

@@ -1,13 +1,15 @@
-// Package backend moves message bodies in and out of one PostgreSQL table
-// over a pgx connection pool. It implements RetrySpool's datastorage.Backend
-// as a drop-in replacement for RetrySpool's own PostgreSQL backend (same
-// table layout, same NewFactory/WithTableName/WithConnectionLimits API), and
-// it is the engine that package tenant runs for every tenant.
+// Package backend is a drop-in replacement for RetrySpool's PostgreSQL data
+// backend: a datastorage.Factory whose Backends keep message bodies in one
+// table over a pgx connection pool, with the same table layout and the same
+// NewFactory/WithTableName/WithConnectionLimits API.
 //
 // Bodies travel as BYTEA in pgx's binary format, through prepared (or
 // described) statements; the text "exec" modes, which hex-encode BYTEA and
-// double the bytes on the wire, are refused. Every statement names its table
-// fully qualified and quoted; nothing depends on search_path.
+// double the bytes on the wire, are refused. Bodies larger than 1 MiB are
+// streamed in chunks, so neither side holds a whole large body in memory.
+// Every statement names its table fully qualified and quoted and qualifies
+// its operators and functions with pg_catalog; nothing depends on
+// search_path.
 //
 // Failures are classified at this edge: a failed or lost connection is
 // ErrConnection (for a write, old or new version, complete; the outcome is
@@ -18,6 +20,6 @@
 // connection was lost (once). A write or delete that reached the server is
 // never repeated.
 //
-// The package knows tables, not tenants: a Target may select rows by a
-// partition column and carry a write condition, both supplied by the caller.
+// For many tenants on one pool, see package tenant, which runs the same
+// engine for every tenant.
 package backend

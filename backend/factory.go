@@ -4,14 +4,15 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgtenant/pgtenant/internal/ddl"
+	"github.com/pgtenant/pgtenant/internal/engine"
+	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/schema"
 	datastorage "schneider.vip/retryspool/storage/data"
 )
@@ -19,22 +20,22 @@ import (
 // Defaults of a Factory.
 const (
 	DefaultTableName = "retryspool_data"
-	DefaultMaxOpen   = 25
-	DefaultMaxIdle   = 5
+	DefaultMaxOpen   = pg.DefaultMaxOpen
+	DefaultMaxIdle   = pg.DefaultMaxIdle
 	// DefaultMaxConnLifetime recycles pooled connections so that each
 	// server backend's catalog cache, which grows with every table it
 	// touches, is bounded.
-	DefaultMaxConnLifetime = 15 * time.Minute
+	DefaultMaxConnLifetime = pg.DefaultMaxConnLifetime
 	// DefaultMaxConnIdleTime closes connections idle that long, beyond the
 	// maxIdle that are kept.
-	DefaultMaxConnIdleTime = 5 * time.Minute
+	DefaultMaxConnIdleTime = pg.DefaultMaxConnIdleTime
 	// setupTimeout bounds Create's connection and DDL.
 	setupTimeout = 30 * time.Second
 )
 
-// Factory creates Backends over one table. Its WithX methods return a
-// modified copy and never change the receiver, so a Factory in use can be
-// shared freely.
+// Factory creates Backends over one table. It implements
+// datastorage.Factory. Its WithX methods return a modified copy and never
+// change the receiver, so a Factory in use can be shared freely.
 type Factory struct {
 	dsn              string
 	table            string
@@ -43,6 +44,8 @@ type Factory struct {
 	mode             pgx.QueryExecMode
 	maxSize          int64
 }
+
+var _ datastorage.Factory = (*Factory)(nil)
 
 // NewFactory returns a Factory that connects to dsn (a PostgreSQL URL or
 // key=value string) and stores bodies in the table "retryspool_data".
@@ -58,7 +61,8 @@ func (f *Factory) with(change func(*Factory)) *Factory {
 }
 
 // WithTableName returns a copy that uses table name, given as "table" or
-// "schema.table" (see schema.ParseTable; an invalid name fails Create).
+// "schema.table" (see schema.ParseTable; an invalid name fails Create with
+// schema.ErrInvalidName).
 func (f *Factory) WithTableName(name string) *Factory {
 	return f.with(func(c *Factory) { c.table = name })
 }
@@ -108,128 +112,88 @@ func (f *Factory) Open(ctx context.Context) (*Backend, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkExecMode(f.mode); err != nil {
+	if err := engine.CheckExecMode(f.mode); err != nil {
 		return nil, err
 	}
 	pool, own := f.pool, false
 	if pool == nil {
-		cfg, err := PoolConfig(f.dsn, f.maxOpen, f.maxIdle)
-		if err != nil {
+		if pool, err = pg.OpenPool(ctx, f.dsn, pg.PoolOptions{MaxOpen: f.maxOpen, MaxIdle: f.maxIdle}); err != nil {
 			return nil, err
-		}
-		if pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("pgtenant: opening pool: %w", err)
 		}
 		own = true
 	}
-	if err := schema.EnsureTable(ctx, pool, pool, table, false); err != nil {
+	fail := func(err error) (*Backend, error) {
 		if own {
 			pool.Close()
 		}
-		return nil, fmt.Errorf("pgtenant: creating table %s: %w", table, err)
-	}
-	store, err := NewStore(pool, Target{Table: table}, Options{Mode: f.mode, MaxMessageSize: f.maxSize})
-	if err != nil {
 		return nil, err
 	}
-	return &Backend{Store: store, pool: pool, ownPool: own}, nil
-}
-
-// PoolConfig parses dsn into a pool configuration with pgtenant's defaults:
-// MaxConns = maxOpen, MinConns = maxIdle (at most maxOpen),
-// MaxConnLifetime = DefaultMaxConnLifetime (with 10% jitter),
-// MaxConnIdleTime = DefaultMaxConnIdleTime, except where the DSN sets
-// them (pool_max_conn_lifetime, pool_max_conn_lifetime_jitter,
-// pool_max_conn_idle_time). Non-positive limits keep the package defaults.
-func PoolConfig(dsn string, maxOpen, maxIdle int) (*pgxpool.Config, error) {
-	cfg, err := pgxpool.ParseConfig(dsn)
+	if err := ddl.EnsureTable(ctx, pool, table); err != nil {
+		return fail(fmt.Errorf("creating table %s: %w", table, pg.Classify(err)))
+	}
+	store, err := engine.NewStore(pool, engine.Target{Table: table}, engine.Options{Mode: f.mode, MaxMessageSize: f.maxSize})
 	if err != nil {
-		return nil, fmt.Errorf("pgtenant: parsing dsn: %w", err)
+		return fail(err)
 	}
-	if maxOpen <= 0 {
-		maxOpen = DefaultMaxOpen
-	}
-	if maxIdle < 0 {
-		maxIdle = 0
-	}
-	cfg.MaxConns = int32(maxOpen)
-	cfg.MinConns = int32(min(maxIdle, maxOpen))
-	if !dsnSets(dsn, "pool_max_conn_lifetime") {
-		cfg.MaxConnLifetime = DefaultMaxConnLifetime
-	}
-	if !dsnSets(dsn, "pool_max_conn_lifetime_jitter") {
-		cfg.MaxConnLifetimeJitter = cfg.MaxConnLifetime / 10
-	}
-	if !dsnSets(dsn, "pool_max_conn_idle_time") {
-		cfg.MaxConnIdleTime = DefaultMaxConnIdleTime
-	}
-	return cfg, nil
+	return &Backend{store: store, pool: pool, ownPool: own}, nil
 }
 
-// dsnSets reports whether dsn, a URL or keyword/value connection string,
-// sets key.
-func dsnSets(dsn, key string) bool {
-	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
-		u, err := url.Parse(dsn)
-		return err == nil && u.Query().Has(key)
-	}
-	for _, field := range strings.Fields(dsn) {
-		if k, _, ok := strings.Cut(field, "="); ok && strings.TrimSpace(k) == key {
-			return true
-		}
-	}
-	return false
-}
-
-// Backend is a datastorage.Backend over one table. Its Store does the work;
-// Backend adds the closed state and pool ownership.
+// Backend is a datastorage.Backend over one table. It is safe for
+// concurrent use.
 type Backend struct {
-	*Store
+	store     *engine.Store
 	pool      *pgxpool.Pool
 	ownPool   bool
 	closed    atomic.Bool
 	closeOnce sync.Once
 }
 
+var _ datastorage.Backend = (*Backend)(nil)
+
 // StoreData stores the body read from data under messageID and returns the
-// number of bytes stored.
+// number of bytes stored. A body over one chunk (1 MiB) streams into the
+// database as it is read.
 func (b *Backend) StoreData(ctx context.Context, messageID string, data io.Reader) (int64, error) {
 	if b.closed.Load() {
 		return 0, ErrClosed
 	}
-	return b.StoreFrom(ctx, messageID, data)
+	return b.store.StoreFrom(ctx, messageID, data)
 }
 
-// GetDataReader returns a reader over the body stored under messageID.
+// GetDataReader returns a reader over the body stored under messageID, or
+// an error that errors.Is datastorage.ErrDataNotFound. A large body is
+// streamed from one pooled connection, held until Close or until ctx ends.
 func (b *Backend) GetDataReader(ctx context.Context, messageID string) (io.ReadCloser, error) {
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	return b.Reader(ctx, messageID)
+	return b.store.Reader(ctx, messageID)
 }
 
 // GetDataWriter returns a writer that stores its body under messageID when
-// closed.
+// closed; the old version stays until then.
 func (b *Backend) GetDataWriter(ctx context.Context, messageID string) (io.WriteCloser, error) {
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	w, err := b.Writer(ctx, messageID)
+	w, err := b.store.Writer(ctx, messageID)
 	if err != nil {
 		return nil, err
 	}
 	return w, nil
 }
 
-// DeleteData removes the body stored under messageID.
+// DeleteData removes the body stored under messageID, or returns an error
+// that errors.Is datastorage.ErrDataNotFound.
 func (b *Backend) DeleteData(ctx context.Context, messageID string) error {
 	if b.closed.Load() {
 		return ErrClosed
 	}
-	return b.Delete(ctx, messageID)
+	return b.store.Delete(ctx, messageID)
 }
 
-// Pool returns the pool the Backend uses.
+// Pool returns the pool the Backend uses: the caller's (WithPool) or its
+// own.
 func (b *Backend) Pool() *pgxpool.Pool { return b.pool }
 
 // Close closes the pool if the Backend opened it. It is idempotent.

@@ -18,6 +18,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
+	"github.com/pgtenant/pgtenant/internal/engine"
+	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 	datastorage "schneider.vip/retryspool/storage/data"
@@ -49,15 +51,12 @@ func memo[T any](b *testing.B, key string, make func() T) T {
 
 const benchClients = 16
 
-func benchPool(b *testing.B, dsn string, change func(*pgxpool.Config)) *pgxpool.Pool {
-	cfg, err := backend.PoolConfig(dsn, benchClients, benchClients)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if change != nil {
-		change(cfg)
-	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+// benchPool opens a pool of benchClients connections, as pgtenant opens
+// its own, with the exec mode and statement cache of o; it lives until the
+// package's tests end.
+func benchPool(b *testing.B, dsn string, o pg.PoolOptions) *pgxpool.Pool {
+	o.MaxOpen, o.MaxIdle = benchClients, benchClients
+	pool, err := pg.OpenPool(context.Background(), dsn, o)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -65,10 +64,41 @@ func benchPool(b *testing.B, dsn string, change func(*pgxpool.Config)) *pgxpool.
 	return pool
 }
 
+// plainStore is the engine under a plain backend's table: the buffered
+// Put/Get/Delete of one table, for benchmarks that compare paths.
+func plainStore(b *testing.B, table string) *engine.Store {
+	return memo(b, "plain-store:"+table, func() *engine.Store {
+		be := plainBackend(b, table) // creates the table
+		t, err := schema.ParseTable(table, "public")
+		if err != nil {
+			b.Fatal(err)
+		}
+		s, err := engine.NewStore(be.Pool(), engine.Target{Table: t}, engine.Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		return s
+	})
+}
+
+// tenantStore is the engine under one tenant of a Router whose pool is
+// pool, compiled the way the router compiles it but without its guard.
+func tenantStore(b *testing.B, r *tenant.Router, db pg.DB, id string, mode pgx.QueryExecMode) *engine.Store {
+	loc, err := r.Locate(id)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := engine.NewStore(db, engine.Target{Table: loc.Table, Partition: loc.Partition}, engine.Options{Mode: mode})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return s
+}
+
 func plainBackend(b *testing.B, table string) *backend.Backend {
 	return memo(b, "plain:"+table, func() *backend.Backend {
 		dsn := benchDatabase(b)
-		be, err := backend.NewFactory(dsn).WithPool(benchPool(b, dsn, nil)).WithTableName(table).Open(context.Background())
+		be, err := backend.NewFactory(dsn).WithPool(benchPool(b, dsn, pg.PoolOptions{})).WithTableName(table).Open(context.Background())
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -177,7 +207,7 @@ func BenchmarkBackend(b *testing.B) {
 				// share.
 				del := func(w, i int) error {
 					id := ids("d", w, i)
-					if err := be.Put(ctx, id, body); err != nil {
+					if _, err := be.StoreData(ctx, id, bytes.NewReader(body)); err != nil {
 						return err
 					}
 					return be.DeleteData(ctx, id)
@@ -236,6 +266,7 @@ func BenchmarkCycle(b *testing.B) {
 
 type routerSet struct {
 	router *tenant.Router
+	pool   *pgxpool.Pool // the router's pool
 	ctxs   []context.Context
 }
 
@@ -279,12 +310,14 @@ func parallelTenants(b testing.TB, n int, fn func(i int, id string) error) {
 // tenant.
 func provisioned(b *testing.B, mode schema.Isolation, n int, m pgx.QueryExecMode, capacity int) *routerSet {
 	base := memo(b, fmt.Sprintf("router:%v:%d", mode, n), func() *routerSet {
-		r, err := benchFactory(benchDatabase(b), mode).NewRouter()
+		dsn := benchDatabase(b)
+		pool := benchPool(b, dsn, pg.PoolOptions{StatementCache: tenant.DefaultStatementCacheCapacity})
+		r, err := benchFactory(dsn, mode).WithPool(pool).NewRouter()
 		if err != nil {
 			b.Fatal(err)
 		}
 		pgtest.AtExit(func() { _ = r.Close() })
-		set := &routerSet{router: r, ctxs: make([]context.Context, n)}
+		set := &routerSet{router: r, pool: pool, ctxs: make([]context.Context, n)}
 		start := time.Now()
 		parallelTenants(b, n, func(i int, id string) error {
 			set.ctxs[i] = tenant.WithTenant(context.Background(), id)
@@ -294,15 +327,18 @@ func provisioned(b *testing.B, mode schema.Isolation, n int, m pgx.QueryExecMode
 		return set
 	})
 	return memo(b, fmt.Sprintf("router:%v:%d:%v:%d", mode, n, m, capacity), func() *routerSet {
-		r, err := benchFactory(benchDatabase(b), mode).WithExecMode(m).WithStatementCacheCapacity(capacity).NewRouter()
+		dsn := benchDatabase(b)
+		pool := benchPool(b, dsn, pg.PoolOptions{Mode: m, StatementCache: capacity})
+		r, err := benchFactory(dsn, mode).WithExecMode(m).WithPool(pool).NewRouter()
 		if err != nil {
 			b.Fatal(err)
 		}
 		pgtest.AtExit(func() { _ = r.Close() })
 		start := time.Now()
-		warm(b, r, n, m, min(n, capacity/3))
+		set := &routerSet{router: r, pool: pool, ctxs: base.ctxs}
+		warm(b, set, n, m, min(n, capacity/3))
 		b.Logf("warmed %d connections for %d of %d tenants in %v", benchClients, min(n, capacity/3), n, time.Since(start).Round(time.Millisecond))
-		return &routerSet{router: r, ctxs: base.ctxs}
+		return set
 	})
 }
 
@@ -311,15 +347,15 @@ func provisioned(b *testing.B, mode schema.Isolation, n int, m pgx.QueryExecMode
 // many as its statement cache holds), so their plans are prepared and the
 // server's catalog caches hold their tables. It runs the Router's own SQL
 // text through per-connection Stores.
-func warm(b *testing.B, r *tenant.Router, n int, m pgx.QueryExecMode, k int) {
-	ctx := context.Background()
+func warm(b *testing.B, set *routerSet, n int, m pgx.QueryExecMode, k int) {
+	ctx, r := context.Background(), set.router
 	parallelTenants(b, n, func(i int, id string) error {
 		_, err := r.StoreData(tenant.WithTenant(ctx, id), "warm", bytes.NewReader(nil)) // caches the tenant
 		return err
 	})
 	conns := make([]*pgxpool.Conn, 0, benchClients)
 	for len(conns) < benchClients {
-		c, err := r.Pool().Acquire(ctx)
+		c, err := set.pool.Acquire(ctx)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -332,18 +368,11 @@ func warm(b *testing.B, r *tenant.Router, n int, m pgx.QueryExecMode, k int) {
 		wg.Go(func() {
 			defer c.Release()
 			for i := range k {
-				p, err := r.Placement(fmt.Sprintf("tenant-%05d", i))
-				if err != nil {
-					errs <- err
-					return
-				}
-				if p.Partition != "" {
+				s := tenantStore(b, r, c, fmt.Sprintf("tenant-%05d", i), m)
+				if s.Target().Partition != "" {
 					return // one statement set for all tenants: nothing to warm
 				}
-				s, err := backend.NewStore(c, backend.Target{Table: p.Table}, backend.Options{Mode: m})
-				if err == nil {
-					err = s.Put(ctx, wid, nil)
-				}
+				err := s.Put(ctx, wid, nil)
 				if err == nil {
 					_, err = s.Get(ctx, wid)
 				}
@@ -390,16 +419,9 @@ func BenchmarkRouterCycle(b *testing.B) {
 					// index. What the router adds is the difference to
 					// "router"; what many tables cost the server is the
 					// difference to "plain".
-					stores := make([]*backend.Store, n)
+					stores := make([]*engine.Store, n)
 					for i := range stores {
-						p, err := set.router.Placement(fmt.Sprintf("tenant-%05d", i))
-						if err != nil {
-							b.Fatal(err)
-						}
-						t := backend.Target{Table: p.Table, Partition: p.Partition}
-						if stores[i], err = backend.NewStore(set.router.Pool(), t, backend.Options{}); err != nil {
-							b.Fatal(err)
-						}
+						stores[i] = tenantStore(b, set.router, set.pool, fmt.Sprintf("tenant-%05d", i), pgx.QueryExecModeCacheStatement)
 					}
 					runParallel(b, func(w, i int) error {
 						s := stores[rand.IntN(n)]

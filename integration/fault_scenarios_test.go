@@ -121,7 +121,7 @@ func TestFaultSlowServer(t *testing.T) {
 		}
 		conformance.MustStore(t, r, ctx, "small", []byte("small v1"))
 		conformance.MustStore(t, r, ctx, "gone", []byte("to be deleted"))
-		pl, err := r.Placement("slow")
+		pl, err := r.Locate("slow")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -188,7 +188,7 @@ func TestFaultSlowServer(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		waitFor(t, "connections back in the pool", func() bool { return r.Pool().Stat().AcquiredConns() == 0 })
+		waitFor(t, "connections back in the pool", func() bool { return r.PoolStats().AcquiredConns == 0 })
 		if err := lock.Rollback(context.Background()); err != nil {
 			t.Fatal(err)
 		}
@@ -205,7 +205,7 @@ func TestFaultSlowServer(t *testing.T) {
 			t.Fatalf("small holds %q (%v)", got, err)
 		}
 		mustMatch(t, r, ctx, "big", 1, 3<<20) // its writer never committed
-		if n := rb.count(t, "SELECT count(DISTINCT version) FROM "+schema.ChunkTable(pl.Table).Sanitize()); n != 1 {
+		if n := rb.count(t, "SELECT count(DISTINCT version) FROM "+pl.Chunks.Sanitize()); n != 1 {
 			t.Fatalf("chunk table holds %d versions, want 1", n)
 		}
 		if got, err := readState(ctx, r, "gone"); err != nil || (got.present && got.size != int64(len("to be deleted"))) {
@@ -234,11 +234,11 @@ func TestFaultStatementTimeoutKeepsOldVersion(t *testing.T) {
 			t.Fatal(err)
 		}
 		conformance.MustStore(t, r, ctx, "small", []byte("small v1"))
-		pl, err := r.Placement("disk")
+		pl, err := r.Locate("disk")
 		if err != nil {
 			t.Fatal(err)
 		}
-		chunks := schema.ChunkTable(pl.Table).Sanitize()
+		chunks := pl.Chunks.Sanitize()
 
 		// A second Router whose connections cancel statements running
 		// over 300 ms.

@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
@@ -387,11 +388,12 @@ func (l *faultLoad) check(t *testing.T, m *modeMux) {
 type modeMux struct {
 	routers map[string]*tenant.Router // by mode name
 	tenants []string
+	pool    *pgxpool.Pool // the routers' pool
 }
 
 func newModeMux(t *testing.T, pool *pgxpool.Pool, perMode int) *modeMux {
 	t.Helper()
-	m := &modeMux{routers: map[string]*tenant.Router{}}
+	m := &modeMux{routers: map[string]*tenant.Router{}, pool: pool}
 	for _, mode := range modes {
 		r, err := tenant.NewFactory("").WithPool(pool).WithIsolation(mode).NewRouter()
 		if err != nil {
@@ -444,19 +446,19 @@ func (m *modeMux) stats(ctx context.Context, id string) (int64, error) {
 // writer per message there must be none.
 func (m *modeMux) strayChunks(ctx context.Context, id string) (int64, error) {
 	r := m.router(tenant.WithTenant(ctx, id))
-	p, err := r.Placement(id)
+	p, err := r.Locate(id)
 	if err != nil {
 		return 0, err
 	}
 	inner, outer, args := "", "", []any{}
 	if p.Partition != "" {
-		col := schema.Quote(schema.TenantColumn)
+		col := pgx.Identifier{schema.TenantColumn}.Sanitize()
 		inner = " AND m." + col + " = c." + col
 		outer = " AND c." + col + " = $1"
 		args = append(args, p.Partition)
 	}
 	var n int64
-	err = r.Pool().QueryRow(ctx, "SELECT count(*) FROM "+schema.ChunkTable(p.Table).Sanitize()+" c"+
+	err = m.pool.QueryRow(ctx, "SELECT count(*) FROM "+p.Chunks.Sanitize()+" c"+
 		" WHERE NOT EXISTS (SELECT 1 FROM "+p.Table.Sanitize()+" m"+
 		" WHERE m.message_id = c.message_id AND m.chunked_version = c.version"+inner+")"+outer, args...).Scan(&n)
 	return n, err

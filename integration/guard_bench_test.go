@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 )
@@ -17,12 +16,8 @@ import (
 func BenchmarkSharedGuardCost(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	set := provisioned(b, schema.SharedTable, 1, pgx.QueryExecModeCacheStatement, tenant.DefaultStatementCacheCapacity)
-	p, _ := set.router.Placement("tenant-00000")
-	unguarded, err := backend.NewStore(set.router.Pool(), backend.Target{Table: p.Table, Partition: p.Partition}, backend.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	plain := plainBackend(b, "bench_guard_plain")
+	unguarded := tenantStore(b, set.router, set.pool, "tenant-00000", pgx.QueryExecModeCacheStatement)
+	plain := plainStore(b, "bench_guard_plain")
 	ctx := context.Background()
 	run := func(b *testing.B, put func() error, get func() error, del func() error) {
 		for b.Loop() {

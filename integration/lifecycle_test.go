@@ -41,9 +41,9 @@ func TestRouterStatsAndPurge(t *testing.T) {
 		}
 
 		// Age three of alpha's messages (the large one among them) and one of beta's.
-		p, _ := r.Placement("alpha")
-		pb, _ := r.Placement("beta")
-		age := func(p schema.Placement, ids ...string) {
+		p, _ := r.Locate("alpha")
+		pb, _ := r.Locate("beta")
+		age := func(p tenant.Location, ids ...string) {
 			where := "message_id = ANY($1)"
 			args := []any{ids}
 			if p.Partition != "" {
@@ -63,7 +63,7 @@ func TestRouterStatsAndPurge(t *testing.T) {
 		conformance.MustNotFind(t, r, a, "big")
 		conformance.MustRead(t, r, a, "m2", []byte(strings.Repeat("a", 30)))
 		conformance.MustRead(t, r, b, "m0", []byte("b")) // another tenant's old message stays
-		chunks := schema.ChunkTable(p.Table)
+		chunks := p.Chunks
 		if left := rb.count(t, "SELECT count(*) FROM "+chunks.Sanitize()); left != 0 {
 			t.Fatalf("%d chunk rows left after purging the large message", left)
 		}

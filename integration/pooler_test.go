@@ -127,7 +127,7 @@ func TestPgBouncerSharedConnectionIsolation(t *testing.T) {
 		if t.Failed() {
 			return
 		}
-		if open := r.Pool().Stat().TotalConns(); open < 2 {
+		if open := r.PoolStats().TotalConns; open < 2 {
 			t.Fatalf("client pool opened %d connections; the test needs several sharing one server connection", open)
 		}
 		inspect := pgtest.NewPool(t, dsn, nil)

@@ -12,10 +12,12 @@ import (
 	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/integration/conformance"
 	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
+	"github.com/pgtenant/pgtenant/internal/engine"
+	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/schema"
 )
 
-// brokenDB is a backend.DB over a real pool that runs the first `broken`
+// brokenDB is a pg.DB over a real pool that runs the first `broken`
 // statements on a pooled connection broken by breakConn first, and the
 // rest on the pool. It counts the statements it was asked to run.
 type brokenDB struct {
@@ -27,7 +29,7 @@ type brokenDB struct {
 	released atomic.Int32
 }
 
-func (d *brokenDB) db(ctx context.Context) (backend.DB, func()) {
+func (d *brokenDB) db(ctx context.Context) (pg.DB, func()) {
 	d.runs.Add(1)
 	if d.broken.Add(-1) < 0 {
 		return d.pool, func() {}
@@ -51,9 +53,11 @@ func (d *brokenDB) QueryRow(ctx context.Context, sql string, args ...any) pgx.Ro
 	return doneRow{db.QueryRow(ctx, sql, args...), done}
 }
 
-func (d *brokenDB) BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error) {
-	return d.pool.BeginTx(ctx, opts)
+func (d *brokenDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	return d.pool.Query(ctx, sql, args...)
 }
+
+func (d *brokenDB) Begin(ctx context.Context) (pgx.Tx, error) { return d.pool.Begin(ctx) }
 
 type doneRow struct {
 	pgx.Row
@@ -111,10 +115,10 @@ func TestRetryPolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	store := func(t *testing.T, broken int, breakTo func(*testing.T, *pgxpool.Conn)) (*backend.Store, *brokenDB) {
+	store := func(t *testing.T, broken int, breakTo func(*testing.T, *pgxpool.Conn)) (*engine.Store, *brokenDB) {
 		db := &brokenDB{t: t, pool: bb.pool, breakTo: breakTo}
 		db.broken.Store(int32(broken))
-		s, err := backend.NewStore(db, backend.Target{Table: table}, backend.Options{})
+		s, err := engine.NewStore(db, engine.Target{Table: table}, engine.Options{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -196,7 +195,7 @@ func TestRouterFirstTouchRace(t *testing.T) {
 		for i := range 128 {
 			conformance.MustRead(t, hostA, ctx, fmt.Sprintf("m-%d", i), []byte(fmt.Sprint(i)))
 		}
-		p, _ := hostA.Placement("Newcomer-Inc")
+		p, _ := hostA.Locate("Newcomer-Inc")
 		if n := rb.count(t, "SELECT count(*) FROM pgtenant.tenants WHERE tenant_id = 'Newcomer-Inc' AND state = 'active'"); n != 1 {
 			t.Fatalf("registry rows: %d", n)
 		}
@@ -260,14 +259,14 @@ func TestRouterHealsDroppedTable(t *testing.T) {
 			r := rb.router(t)
 			ctx := tenant.WithTenant(context.Background(), "fragile")
 			conformance.MustStore(t, r, ctx, "m", []byte("v1"))
-			p, _ := r.Placement("fragile")
+			p, _ := r.Locate("fragile")
 			if _, err := rb.pool.Exec(context.Background(), "DROP TABLE "+p.Table.Sanitize()); err != nil {
 				t.Fatal(err)
 			}
 			conformance.MustNotFind(t, r, ctx, "m")
 			conformance.MustStore(t, r, ctx, "m", []byte("v2")) // re-created: the registry says active
 			conformance.MustRead(t, r, ctx, "m", []byte("v2"))
-			if _, err := rb.pool.Exec(context.Background(), "DROP SCHEMA "+schema.Quote(p.Table.Schema)+" CASCADE"); err != nil {
+			if _, err := rb.pool.Exec(context.Background(), "DROP SCHEMA "+pgx.Identifier{p.Table.Schema}.Sanitize()+" CASCADE"); err != nil {
 				t.Fatal(err)
 			}
 			if mode == schema.TablePerTenant {
@@ -367,56 +366,56 @@ func TestRouterSearchPathUntouched(t *testing.T) {
 	})
 }
 
+// serverConns counts the server connections to the bundle's database
+// other than the inspection pool's own.
+func (rb *routerBundle) serverConns(t *testing.T) int {
+	t.Helper()
+	return rb.count(t, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()")
+}
+
 func TestRouterSharesOnePool(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.SchemaPerTenant)
-	r1, err := rb.factory.NewRouter()
+	// One idle connection per pool is kept open: each pool shows as one
+	// server connection.
+	f := rb.factory.WithConnectionLimits(4, 1)
+	r1, err := f.NewRouter()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := rb.factory.NewRouter()
+	r2, err := f.NewRouter()
 	if err != nil {
 		t.Fatal(err)
-	}
-	if r1.Pool() != r2.Pool() {
-		t.Fatal("two Routers of one Factory have different pools")
-	}
-	other := rb.factory.WithCacheSize(10)
-	r3, err := other.NewRouter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r3.Close()
-	if r3.Pool() == r1.Pool() {
-		t.Fatal("a WithX copy shares the original's pool")
-	}
-	if got := r1.Pool().Config().MaxConnLifetime; got != backend.DefaultMaxConnLifetime {
-		t.Fatalf("default MaxConnLifetime %v", got)
-	}
-	short, err := rb.factory.WithMaxConnLifetime(3 * time.Minute).NewRouter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer short.Close()
-	if c := short.Pool().Config(); c.MaxConnLifetime != 3*time.Minute || c.MaxConnLifetimeJitter != 18*time.Second {
-		t.Fatalf("WithMaxConnLifetime(3m): lifetime %v, jitter %v", c.MaxConnLifetime, c.MaxConnLifetimeJitter)
 	}
 	ctx := tenant.WithTenant(context.Background(), "x")
-	pool := r1.Pool()
-	_ = r1.Close()
-	_ = r1.Close()
-	if err := pool.Ping(ctx); err != nil {
-		t.Fatalf("pool closed while a Router still uses it: %v", err)
+	conformance.MustStore(t, r1, ctx, "m", []byte("v"))
+	conformance.MustRead(t, r2, ctx, "m", []byte("v"))
+	one := rb.serverConns(t)
+	if s1, s2 := r1.PoolStats(), r2.PoolStats(); s1.MaxConns != 4 || s1 != s2 {
+		t.Fatalf("two Routers of one Factory see different pools: %+v, %+v", s1, s2)
 	}
+	other, err := f.WithCacheSize(10).NewRouter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	conformance.MustRead(t, other, ctx, "m", []byte("v"))
+	if got := rb.serverConns(t); got <= one {
+		t.Fatalf("a WithX copy opened no pool of its own: %d server connections, %d before", got, one)
+	}
+	_ = r1.Close()
+	_ = r1.Close()
 	conformance.MustStore(t, r2, ctx, "m", []byte("still open"))
 	if _, err := r1.StoreData(ctx, "m", strings.NewReader("x")); !errors.Is(err, tenant.ErrClosed) {
 		t.Fatalf("closed Router: %v", err)
 	}
+	before := rb.serverConns(t)
 	_ = r2.Close()
-	if err := pool.Ping(ctx); err == nil {
-		t.Fatal("pool still open after the last Router closed")
+	waitFor(t, "the pool's connections to close after the last Router closed", func() bool { return rb.serverConns(t) < before })
+	if st := r2.PoolStats(); st.TotalConns != 0 {
+		t.Fatalf("closed pool reports %+v", st)
 	}
-	r4, err := rb.factory.NewRouter() // reopens
+	r4, err := f.NewRouter() // reopens
 	if err != nil {
 		t.Fatal(err)
 	}

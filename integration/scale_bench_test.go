@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 	datastorage "schneider.vip/retryspool/storage/data"
@@ -38,7 +37,7 @@ func BenchmarkScale(b *testing.B) {
 			set := provisioned(b, mode, n, pgx.QueryExecModeCacheStatement, tenant.DefaultStatementCacheCapacity)
 			memo(b, fmt.Sprintf("catalog:%v", mode), func() bool {
 				var rels, catalog, db int64
-				if err := set.router.Pool().QueryRow(context.Background(), `SELECT
+				if err := set.pool.QueryRow(context.Background(), `SELECT
 					(SELECT count(*) FROM pg_class),
 					(SELECT sum(pg_total_relation_size(c.oid)) FROM pg_class c JOIN pg_namespace s ON s.oid = c.relnamespace WHERE s.nspname = 'pg_catalog'),
 					pg_database_size(current_database())`).Scan(&rels, &catalog, &db); err != nil {
@@ -71,7 +70,7 @@ func BenchmarkScale(b *testing.B) {
 				b.Run(fmt.Sprintf("backend-touching=%d/%v", c.k, c.mode), func(b *testing.B) {
 					var mem, cache int64
 					for b.Loop() {
-						mem, cache = backendLife(b, set.router, c.k, c.mode, body)
+						mem, cache = backendLife(b, set, c.k, c.mode, body)
 					}
 					b.ReportMetric(float64(mem)/(1<<20), "backend-MiB")
 					b.ReportMetric(float64(cache)/(1<<20), "catcache-MiB")
@@ -84,9 +83,9 @@ func BenchmarkScale(b *testing.B) {
 // backendLife opens a connection, runs one cycle in each of the first k
 // tenants through per-tenant Stores (the Router's SQL), and returns the
 // backend's memory: in all, and under CacheMemoryContext.
-func backendLife(b *testing.B, r *tenant.Router, k int, mode pgx.QueryExecMode, body []byte) (total, cache int64) {
+func backendLife(b *testing.B, set *routerSet, k int, mode pgx.QueryExecMode, body []byte) (total, cache int64) {
 	ctx := context.Background()
-	cfg := r.Pool().Config().ConnConfig.Copy()
+	cfg := set.pool.Config().ConnConfig.Copy()
 	cfg.StatementCacheCapacity = tenant.DefaultStatementCacheCapacity
 	cfg.DescriptionCacheCapacity = tenant.DefaultStatementCacheCapacity
 	cfg.DefaultQueryExecMode = mode
@@ -96,14 +95,7 @@ func backendLife(b *testing.B, r *tenant.Router, k int, mode pgx.QueryExecMode, 
 	}
 	defer conn.Close(ctx)
 	for i := range k {
-		p, err := r.Placement(fmt.Sprintf("tenant-%05d", i))
-		if err != nil {
-			b.Fatal(err)
-		}
-		s, err := backend.NewStore(conn, backend.Target{Table: p.Table, Partition: p.Partition}, backend.Options{Mode: mode})
-		if err != nil {
-			b.Fatal(err)
-		}
+		s := tenantStore(b, set.router, conn, fmt.Sprintf("tenant-%05d", i), mode)
 		if err := s.Put(ctx, "life", body); err != nil {
 			b.Fatal(err)
 		}

@@ -86,7 +86,7 @@ func BenchmarkLargeBody(b *testing.B) {
 // with the buffered one (Put of a body already in memory) at 1 KiB, 64 KiB,
 // 1 MiB (the inline limit) and 4 MiB (chunked), serially.
 func BenchmarkBodySizes(b *testing.B) {
-	be := plainBackend(b, "bench_sizes")
+	be, buffered := plainBackend(b, "bench_sizes"), plainStore(b, "bench_sizes")
 	ctx := context.Background()
 	for _, size := range []int{1 << 10, 64 << 10, 1 << 20, 4 << 20} {
 		body := bytes.Repeat([]byte("y"), size)
@@ -104,7 +104,7 @@ func BenchmarkBodySizes(b *testing.B) {
 				b.Skip("the buffered path keeps one value per body; above the inline limit only the streaming path exists")
 			}
 			for b.Loop() {
-				if err := be.Put(ctx, "s", body); err != nil {
+				if err := buffered.Put(ctx, "s", body); err != nil {
 					b.Fatal(err)
 				}
 			}

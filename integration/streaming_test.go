@@ -12,11 +12,12 @@ import (
 
 	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/integration/conformance"
+	"github.com/pgtenant/pgtenant/internal/engine"
 	"github.com/pgtenant/pgtenant/tenant"
 	datastorage "schneider.vip/retryspool/storage/data"
 )
 
-const chunk = backend.DefaultChunkSize
+const chunk = engine.DefaultChunkSize
 
 // bodyReader streams size pseudo-random bytes determined by seed, so large
 // bodies can be written and checked without holding them in memory.

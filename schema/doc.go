@@ -1,10 +1,12 @@
-// Package schema decides where message data lives in PostgreSQL: the rules
-// for identifiers and their quoting, the table layout and its DDL, the tenant
-// isolation modes, the map from tenant ids to object names, creation that
-// happens once across goroutines and processes, and the tenant registry.
+// Package schema holds the rules that decide where pgtenant keeps data in
+// PostgreSQL: identifier validation and quoting, the tenant isolation modes,
+// the injective map from tenant ids to object names, and a tenant's
+// placement (its table, chunk table, metadata table and, in a shared table,
+// its partition value).
 //
-// Nothing here reads a tenant from a context: tenant ids arrive as plain
-// strings, and are only used to name objects. Every name that reaches SQL has
-// been validated and is quoted with pgx.Identifier; no statement depends on
-// search_path.
+// Everything here is pure: nothing touches a database, and nothing reads a
+// tenant from a context. Tenant ids arrive as plain strings and are only used
+// to name objects. The statements built from these names (the tables' DDL,
+// the tenant registry and its migrations) live in pgtenant's internal
+// packages, which package tenant composes.
 package schema

@@ -13,8 +13,22 @@ import (
 // pgtenant never produces or accepts one.
 const MaxIdentifierLength = 63
 
-// ErrInvalidName reports a table or schema name that pgtenant will not use.
+// ErrInvalidName reports a table or schema name that pgtenant will not use:
+// malformed, reserved by PostgreSQL, or one that could collide with a name
+// pgtenant derives (see ParseTable).
 var ErrInvalidName = errors.New("pgtenant: invalid table or schema name")
+
+// RegistrySchema is the schema pgtenant owns for its tenant registry. No
+// table or schema chosen by an operator may use it.
+const RegistrySchema = "pgtenant"
+
+// TenantColumn is the column that holds the tenant id in a shared table.
+const TenantColumn = "tenant_id"
+
+// Derived names start with one of these prefixes: tenants' schemas and
+// tables ("t_", "h_"), chunk tables ("c_") and metadata tables ("m_").
+// Names chosen by an operator may not, so the two never meet.
+var reservedPrefixes = []string{"t_", "h_", "c_", "m_"}
 
 // Table is a schema-qualified table name. Both parts are valid, lower-case
 // identifiers; use Sanitize to put it into SQL.
@@ -29,8 +43,11 @@ type Table struct {
 // Each part must be 1 to 63 bytes of ASCII letters, digits and underscores,
 // not starting with a digit; letters are folded to lower case, exactly as
 // PostgreSQL folds the unquoted names that RetrySpool's original backend
-// used, so existing tables are found. Schemas starting with "pg_" are
-// reserved by PostgreSQL and rejected.
+// used, so existing tables are found. Refused, so that an operator's choice
+// can never collide with a name pgtenant derives or owns: schemas starting
+// with "pg_" (PostgreSQL's), the registry's schema "pgtenant", and schemas or
+// tables starting with "t_", "h_", "c_" or "m_" (tenants' schemas and tables,
+// chunk and metadata tables).
 func ParseTable(name, defaultSchema string) (Table, error) {
 	schemaName, tableName, found := strings.Cut(name, ".")
 	if !found {
@@ -44,6 +61,9 @@ func ParseTable(name, defaultSchema string) (Table, error) {
 	if err != nil {
 		return Table{}, fmt.Errorf("%w: table %q: %v", ErrInvalidName, tableName, err)
 	}
+	if p := reservedPrefix(t); p != "" {
+		return Table{}, fmt.Errorf("%w: table %q: the %s prefix is reserved for names pgtenant derives", ErrInvalidName, tableName, p)
+	}
 	return Table{Schema: s, Name: t}, nil
 }
 
@@ -53,10 +73,24 @@ func ParseSchemaName(name string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("%w: schema %q: %v", ErrInvalidName, name, err)
 	}
-	if strings.HasPrefix(s, "pg_") {
-		return "", fmt.Errorf("%w: schema %q: the pg_ prefix is reserved", ErrInvalidName, name)
+	switch {
+	case strings.HasPrefix(s, "pg_"):
+		return "", fmt.Errorf("%w: schema %q: the pg_ prefix is reserved by PostgreSQL", ErrInvalidName, name)
+	case s == RegistrySchema:
+		return "", fmt.Errorf("%w: schema %q holds pgtenant's registry", ErrInvalidName, name)
+	case reservedPrefix(s) != "":
+		return "", fmt.Errorf("%w: schema %q: the %s prefix is reserved for names pgtenant derives", ErrInvalidName, name, reservedPrefix(s))
 	}
 	return s, nil
+}
+
+func reservedPrefix(s string) string {
+	for _, p := range reservedPrefixes {
+		if strings.HasPrefix(s, p) {
+			return p
+		}
+	}
+	return ""
 }
 
 func parseIdent(s string) (string, error) {
@@ -86,18 +120,22 @@ func (t Table) Sanitize() string {
 // String returns schema.table, unquoted, for messages and logs.
 func (t Table) String() string { return t.Schema + "." + t.Name }
 
-// IndexName returns the name of the index on column: idx_<table>_<column>,
-// as RetrySpool's original backend named it, or, when that would exceed 63
-// bytes, a shortened form ending in a hash of the full name so that the
-// indexes of one table never share a name.
-func (t Table) IndexName(column string) string {
-	name := "idx_" + t.Name + "_" + column
-	if len(name) <= MaxIdentifierLength {
-		return name
-	}
-	h := hashName(name)[:12]
-	return name[:MaxIdentifierLength-len(h)-1] + "_" + h
-}
+// Chunks returns the table that holds the pieces of t's large bodies:
+// "c_" + t's name, in t's schema.
+func (t Table) Chunks() Table { return t.derived("c_") }
 
-// Quote returns one quoted identifier.
-func Quote(ident string) string { return pgx.Identifier{ident}.Sanitize() }
+// Meta returns the table that holds the RetrySpool metadata of t's
+// messages: "m_" + t's name, in t's schema.
+func (t Table) Meta() Table { return t.derived("m_") }
+
+// derived returns prefix + t's name in t's schema, shortened with a hash of
+// t's name when that would exceed 63 bytes, so that two tables never share a
+// derived table.
+func (t Table) derived(prefix string) Table {
+	name := prefix + t.Name
+	if len(name) > MaxIdentifierLength {
+		h := hashName(t.Name)[:13]
+		name = name[:MaxIdentifierLength-len(h)-1] + "_" + h
+	}
+	return Table{Schema: t.Schema, Name: name}
+}

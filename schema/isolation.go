@@ -35,55 +35,24 @@ func (i Isolation) String() string {
 // Valid reports whether i is one of the defined modes.
 func (i Isolation) Valid() bool { return i >= SchemaPerTenant && i <= SharedTable }
 
-// Placement says where one tenant's rows live.
-type Placement struct {
-	// Table holds the tenant's rows.
-	Table Table
-	// Partition is the value of the table's tenant_id column that selects
-	// the tenant's rows; empty unless the table is shared.
-	Partition string
-	// OwnSchema is true when the tenant owns Table.Schema (SchemaPerTenant).
-	OwnSchema bool
-}
-
-// Layout is a configured isolation mode: the mode and the names it derives
-// tenants' placements from.
-type Layout struct {
-	// Mode is the isolation mode.
-	Mode Isolation
-	// Base is the base table: in SchemaPerTenant its Name is the table
-	// created inside each tenant's schema; in TablePerTenant its Schema holds
-	// the tenants' tables; in SharedTable it is the shared table itself.
-	Base Table
-}
-
-// Store identifies the layout in the registry: two routers with equal
-// Store values serve the same tenants' data.
-func (l Layout) Store() string {
-	switch l.Mode {
-	case SchemaPerTenant:
-		return l.Mode.String() + ":" + l.Base.Name
-	case TablePerTenant:
-		return l.Mode.String() + ":" + l.Base.Schema
-	default:
-		return l.Mode.String() + ":" + l.Base.String()
-	}
-}
-
-// Place returns where tenant id's rows live. It validates id first.
-func (l Layout) Place(id string) (Placement, error) {
-	if l.Mode == SharedTable {
-		if err := ValidateTenant(id); err != nil {
-			return Placement{}, err
+// ParseIsolation returns the mode named s: its String form
+// ("schema-per-tenant", "table-per-tenant", "shared-table") or its short
+// form ("schema", "table", "shared").
+func ParseIsolation(s string) (Isolation, error) {
+	for i := SchemaPerTenant; i <= SharedTable; i++ {
+		if s == i.String() || s == i.short() {
+			return i, nil
 		}
-		return Placement{Table: l.Base, Partition: id}, nil
 	}
-	name, err := TenantName(id)
-	if err != nil {
-		return Placement{}, err
+	return 0, fmt.Errorf("pgtenant: unknown isolation mode %q: want schema, table or shared", s)
+}
+
+func (i Isolation) short() string {
+	switch i {
+	case SchemaPerTenant:
+		return "schema"
+	case TablePerTenant:
+		return "table"
 	}
-	if l.Mode == TablePerTenant {
-		return Placement{Table: Table{Schema: l.Base.Schema, Name: name}}, nil
-	}
-	return Placement{Table: Table{Schema: name, Name: l.Base.Name}, OwnSchema: true}, nil
+	return "shared"
 }

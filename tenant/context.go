@@ -5,6 +5,7 @@ import (
 	"errors"
 
 	"github.com/pgtenant/pgtenant/backend"
+	"github.com/pgtenant/pgtenant/internal/registry"
 	"github.com/pgtenant/pgtenant/schema"
 )
 
@@ -17,7 +18,7 @@ var (
 	ErrInvalidTenant = schema.ErrInvalidTenant
 	// ErrTenantDeleted reports a write to a tenant that was dropped and not
 	// provisioned again. Nothing is written.
-	ErrTenantDeleted = errors.New("pgtenant: tenant deleted")
+	ErrTenantDeleted = registry.ErrTenantDeleted
 	// ErrTooLarge reports a body over the maximum message size (see
 	// Factory.WithMaxMessageSize); nothing was stored.
 	ErrTooLarge = backend.ErrTooLarge

@@ -4,9 +4,14 @@
 // A Router is a datastorage.Backend. For every call it resolves the tenant
 // (by default from the context, see WithTenant), maps it to the tenant's
 // schema, table or rows (see schema.Isolation), creates the tenant's
-// objects on its first write, and runs the call through the backend package
-// on the shared pool. An LRU remembers the tenants known to exist, with
-// their prepared SQL text, so that steady-state calls cost one statement.
+// objects on its first write, and runs the call on the shared pool through
+// the same engine as package backend. An LRU remembers the tenants known to
+// exist, with their prepared SQL text, so that steady-state calls cost one
+// statement.
+//
+// The package holds no SQL: the tenant registry and every statement on it
+// live in pgtenant's internal registry package, and bytes move through its
+// internal engine; this package decides who a call belongs to, and when.
 //
 // Reads and deletes never create anything: an unknown tenant has no data.
 // Drop tombstones a tenant in the registry before removing its data, so a

@@ -3,7 +3,6 @@ package tenant
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -11,6 +10,8 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/backend"
+	"github.com/pgtenant/pgtenant/internal/engine"
+	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/schema"
 	"go.opentelemetry.io/otel/metric"
 	datastorage "schneider.vip/retryspool/storage/data"
@@ -274,46 +275,34 @@ func (f *Factory) release(s *sharedCore) {
 	}
 }
 
+// poolOptions configures the pool the Factory opens.
+func (f *Factory) poolOptions() pg.PoolOptions {
+	return pg.PoolOptions{MaxOpen: f.maxOpen, MaxIdle: f.maxIdle, Lifetime: f.connLifetime,
+		Mode: f.mode, StatementCache: f.stmtCacheCap, Tracer: f.tracer}
+}
+
 func (f *Factory) openCore(ctx context.Context) (*core, error) {
-	if !f.isolation.Valid() {
-		return nil, fmt.Errorf("pgtenant: unknown isolation %v", f.isolation)
-	}
-	base, err := schema.ParseTable(f.table, "public")
+	layout, err := schema.NewLayout(f.isolation, f.table, f.tableSchema)
 	if err != nil {
 		return nil, err
 	}
-	if f.isolation == TablePerTenant {
-		if base.Schema, err = schema.ParseSchemaName(f.tableSchema); err != nil {
-			return nil, err
-		}
-	}
-	if f.isolation == SchemaPerTenant && base.Schema != "public" {
-		return nil, fmt.Errorf("%w: in SchemaPerTenant the base table %q takes no schema: each tenant has its own", schema.ErrInvalidName, f.table)
-	}
-	if f.cacheSize <= 0 {
-		return nil, fmt.Errorf("pgtenant: cache size %d must be positive", f.cacheSize)
+	if err := engine.CheckExecMode(f.mode); err != nil {
+		return nil, err
 	}
 	pool, own := f.pool, false
 	if pool == nil {
-		cfg, err := backend.PoolConfig(f.dsn, f.maxOpen, f.maxIdle)
-		if err != nil {
+		if pool, err = pg.OpenPool(ctx, f.dsn, f.poolOptions()); err != nil {
 			return nil, err
-		}
-		if f.connLifetime > 0 {
-			cfg.MaxConnLifetime, cfg.MaxConnLifetimeJitter = f.connLifetime, f.connLifetime/10
-		}
-		cfg.ConnConfig.DefaultQueryExecMode = f.mode
-		cfg.ConnConfig.StatementCacheCapacity = f.stmtCacheCap
-		cfg.ConnConfig.DescriptionCacheCapacity = f.stmtCacheCap
-		if f.tracer != nil {
-			cfg.ConnConfig.Tracer = f.tracer
-		}
-		if pool, err = pgxpool.NewWithConfig(ctx, cfg); err != nil {
-			return nil, fmt.Errorf("pgtenant: opening pool: %w", err)
 		}
 		own = true
 	}
-	c, err := newCore(ctx, pool, own, schema.Layout{Mode: f.isolation, Base: base}, f)
+	c, err := newCore(ctx, coreConfig{
+		pool: pool, ownPool: own, layout: layout,
+		opts: engine.Options{Mode: f.mode, MaxMessageSize: f.maxSize,
+			MaxBytes: f.quotaBytes, MaxMessages: f.quotaMessages},
+		resolver: f.resolver, lockTimeout: f.lockTimeout, cacheSize: f.cacheSize, concurrency: f.tenantConcurrency,
+		observe: observerConfig{meterProvider: f.meterProvider, logger: f.logger, tenantAttr: f.tenantAttr},
+	})
 	if err != nil && own {
 		pool.Close()
 	}

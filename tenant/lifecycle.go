@@ -6,9 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/pgtenant/pgtenant/backend"
-	"github.com/pgtenant/pgtenant/schema"
+	"github.com/pgtenant/pgtenant/internal/pg"
 )
 
 // Stats describes one tenant's messages.
@@ -30,7 +28,7 @@ type Stats struct {
 // Stats counts tenant id's messages exactly. A tenant without storage has
 // zero messages.
 func (r *Router) Stats(ctx context.Context, id string) (_ Stats, err error) {
-	defer func() { err = backend.ConnectionError(err) }()
+	defer func() { err = pg.ConnectionError(err) }()
 	if r.closed.Load() {
 		return Stats{}, ErrClosed
 	}
@@ -42,7 +40,7 @@ func (r *Router) Stats(ctx context.Context, id string) (_ Stats, err error) {
 		return Stats{}, err
 	}
 	st, err := s.Stats(ctx)
-	if errors.Is(err, backend.ErrTableMissing) {
+	if errors.Is(err, pg.ErrTableMissing) {
 		return Stats{Tenant: id}, nil
 	}
 	if err != nil {
@@ -57,37 +55,25 @@ func (r *Router) Stats(ctx context.Context, id string) (_ Stats, err error) {
 // analyzed, and the table's disk size), in SharedTable from one grouped
 // scan of the shared table.
 func (r *Router) Overview(ctx context.Context) (_ []Stats, err error) {
-	defer func() { err = backend.ConnectionError(err) }()
+	defer func() { err = pg.ConnectionError(err) }()
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}
-	var sql string
-	if r.core.layout.Mode == schema.SharedTable {
-		sql = "SELECT t.tenant_id, count(m.message_id), coalesce(sum(m.size), 0)::bigint FROM " + schema.Registry.Sanitize() +
-			" t LEFT JOIN " + r.core.layout.Base.Sanitize() + " m ON m." + schema.TenantColumn + " = t.tenant_id" +
-			" WHERE t.store = $1 AND t.state = 'active' GROUP BY t.tenant_id ORDER BY t.tenant_id"
-	} else {
-		sql = "SELECT t.tenant_id, greatest(coalesce(c.reltuples, 0), 0)::bigint, coalesce(pg_catalog.pg_total_relation_size(c.oid), 0)" +
-			" FROM " + schema.Registry.Sanitize() + " t" +
-			" LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = t.schema_name" +
-			" LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = t.table_name" +
-			" WHERE t.store = $1 AND t.state = 'active' ORDER BY t.tenant_id"
-	}
-	rows, err := r.core.pool.Query(ctx, sql, r.core.store)
+	usage, err := r.core.reg.Overview(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Stats, error) {
-		var s Stats
-		err := row.Scan(&s.Tenant, &s.Messages, &s.Bytes)
-		return s, err
-	})
+	out := make([]Stats, len(usage))
+	for i, u := range usage {
+		out[i] = Stats{Tenant: u.ID, Messages: u.Messages, Bytes: u.Bytes}
+	}
+	return out, nil
 }
 
 // Purge deletes tenant id's messages not updated for olderThan, in batches
-// of backend.PurgeBatch, and returns how many it deleted.
+// of engine.PurgeBatch, and returns how many it deleted.
 func (r *Router) Purge(ctx context.Context, id string, olderThan time.Duration) (_ int64, err error) {
-	defer func() { err = backend.ConnectionError(err) }()
+	defer func() { err = pg.ConnectionError(err) }()
 	if r.closed.Load() {
 		return 0, ErrClosed
 	}
@@ -99,7 +85,7 @@ func (r *Router) Purge(ctx context.Context, id string, olderThan time.Duration) 
 		return 0, err
 	}
 	n, err := s.Purge(ctx, time.Now().Add(-olderThan))
-	if errors.Is(err, backend.ErrTableMissing) {
+	if errors.Is(err, pg.ErrTableMissing) {
 		return n, nil
 	}
 	return n, err

@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/schema"
 )
 
@@ -38,35 +38,23 @@ type MigrateResult struct {
 // already current are skipped. A tenant that fails does not stop the
 // others. When ctx is cancelled, the tenants in flight finish, no new one
 // starts, and MigrateAll returns ctx's error; otherwise nil.
-func (r *Router) MigrateAll(ctx context.Context, opts MigrateOptions) (MigrateResult, error) {
-	res := MigrateResult{Failed: map[string]error{}}
+func (r *Router) MigrateAll(ctx context.Context, opts MigrateOptions) (res MigrateResult, err error) {
+	defer func() { err = pg.ConnectionError(err) }()
+	res = MigrateResult{Failed: map[string]error{}}
 	if r.closed.Load() {
 		return res, ErrClosed
 	}
 	c := r.core
-	rows, err := c.pool.Query(ctx, "SELECT tenant_id, version FROM "+schema.Registry.Sanitize()+
-		" WHERE store = $1 AND state = 'active' ORDER BY tenant_id", c.store)
-	if err != nil {
-		return res, err
-	}
-	type todo struct {
-		id      string
-		version int
-	}
-	all, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (todo, error) {
-		var t todo
-		err := row.Scan(&t.id, &t.version)
-		return t, err
-	})
+	all, err := c.reg.Versions(ctx)
 	if err != nil {
 		return res, err
 	}
 	var work []string
 	for _, t := range all {
-		if t.version >= schema.CurrentVersion {
+		if t.Version >= schema.CurrentVersion {
 			res.Current++
 		} else {
-			work = append(work, t.id)
+			work = append(work, t.ID)
 		}
 	}
 	done := 0
@@ -93,7 +81,7 @@ func (r *Router) MigrateAll(ctx context.Context, opts MigrateOptions) (MigrateRe
 				opts.Progress(done, len(work), id, err)
 			}
 		})
-	c.obs.log.InfoContext(ctx, "pgtenant: migration run", "store", c.store, "version", schema.CurrentVersion,
+	c.obs.log.InfoContext(ctx, "pgtenant: migration run", "store", c.reg.Store(), "version", schema.CurrentVersion,
 		"migrated", res.Migrated, "current", res.Current, "failed", len(res.Failed))
 	return res, ctx.Err()
 }
@@ -102,40 +90,16 @@ func (r *Router) MigrateAll(ctx context.Context, opts MigrateOptions) (MigrateRe
 var errAlreadyCurrent = errors.New("already current")
 
 // migrate brings one tenant to the current version; false if it already
-// was (another host got there first).
-// The tenant's transaction runs to its end even if ctx is cancelled
-// meanwhile (bounded by the lock timeout and schema.DDLTimeout), so that a
-// cancelled run knows exactly which tenants it migrated.
+// was (another host got there first). The tenant's transaction runs to its
+// end even if ctx is cancelled meanwhile (bounded by the lock timeout and
+// pg.DDLTimeout), so that a cancelled run knows exactly which tenants it
+// migrated.
 func (c *core) migrate(ctx context.Context, id string) (bool, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), schema.DDLTimeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pg.DDLTimeout)
 	defer cancel()
-	p, err := c.layout.Place(id)
+	migrated, err := c.reg.Migrate(ctx, id)
 	if err != nil {
-		return false, err
-	}
-	migrated := false
-	err = schema.InTx(ctx, c.pool, "tenant:"+c.store+"\x00"+id, func(tx pgx.Tx) error {
-		if err := c.setLockTimeout(ctx, tx); err != nil {
-			return err
-		}
-		rec, found, err := schema.Lookup(ctx, tx, c.store, id)
-		if err != nil || !found || rec.State != schema.Active || rec.Version >= schema.CurrentVersion {
-			return err
-		}
-		if p.Partition == "" {
-			if err := schema.ExecAll(ctx, tx, schema.MigrationSQL(rec.Version, p.Table)...); err != nil {
-				return err
-			}
-		}
-		if _, err := tx.Exec(ctx, "UPDATE "+schema.Registry.Sanitize()+
-			" SET version = $3, updated = NOW() WHERE store = $1 AND tenant_id = $2", c.store, id, schema.CurrentVersion); err != nil {
-			return err
-		}
-		migrated = true
-		return nil
-	})
-	if err != nil {
-		return false, fmt.Errorf("pgtenant: migrating tenant %q: %w", id, err)
+		return false, fmt.Errorf("migrating tenant %q: %w", id, pg.Classify(err))
 	}
 	return migrated, nil
 }

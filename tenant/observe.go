@@ -33,7 +33,15 @@ type observer struct {
 	registrations []metric.Registration
 }
 
-func newObserver(mp metric.MeterProvider, log *slog.Logger, tenantAttr bool, pool *pgxpool.Pool) (*observer, error) {
+// observerConfig is what the Factory says about metrics and logs.
+type observerConfig struct {
+	meterProvider metric.MeterProvider
+	logger        *slog.Logger
+	tenantAttr    bool
+}
+
+func newObserver(cfg observerConfig, pool *pgxpool.Pool) (*observer, error) {
+	mp, log, tenantAttr := cfg.meterProvider, cfg.logger, cfg.tenantAttr
 	if mp == nil {
 		mp = noop.NewMeterProvider()
 	}
@@ -116,6 +124,8 @@ func result(err error) string {
 		return "quota_exceeded"
 	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded):
 		return "cancelled"
+	case errors.Is(err, ErrConnection):
+		return "connection"
 	}
 	return "error"
 }

@@ -2,10 +2,7 @@ package tenant
 
 import (
 	"context"
-	"fmt"
 	"sync"
-
-	"github.com/jackc/pgx/v5"
 )
 
 // forEachTenant calls fn for each id from at most concurrency goroutines
@@ -35,6 +32,9 @@ func forEachTenant(ctx context.Context, ids []string, concurrency int, fn func(i
 	}
 feed:
 	for _, id := range ids {
+		if ctx.Err() != nil {
+			break // cancellation wins over a worker that is ready
+		}
 		select {
 		case next <- id:
 		case <-ctx.Done():
@@ -43,11 +43,4 @@ feed:
 	}
 	close(next)
 	wg.Wait()
-}
-
-// setLockTimeout bounds the transaction's waits for locks (SET LOCAL, so
-// nothing outlives the transaction on the pooled connection).
-func (c *core) setLockTimeout(ctx context.Context, tx pgx.Tx) error {
-	_, err := tx.Exec(ctx, "SELECT set_config('lock_timeout', $1, true)", fmt.Sprintf("%dms", c.lockTimeout.Milliseconds()))
-	return err
 }

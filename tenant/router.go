@@ -9,14 +9,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/pgtenant/pgtenant/backend"
+	"github.com/pgtenant/pgtenant/internal/engine"
+	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/schema"
 	datastorage "schneider.vip/retryspool/storage/data"
 )
 
-// ErrClosed reports use of a closed Router.
-var ErrClosed = backend.ErrClosed
+// ErrClosed reports use of a closed Router, or of a reader or writer
+// after Close.
+var ErrClosed = engine.ErrClosed
 
 // Router is a datastorage.Backend that serves every tenant. It is safe for
 // concurrent use. Routers made by one Factory value share one pool and one
@@ -56,8 +57,8 @@ func (r *Router) resolve(ctx context.Context, messageID string) (string, error) 
 // them gone (dropped by another host or by hand), the cached entry is
 // evicted and the tenant re-checked once: re-created if the registry says
 // active, ErrTenantDeleted if tombstoned.
-func (r *Router) writer(ctx context.Context, id, messageID string) *backend.StreamWriter {
-	return backend.NewStreamWriter(ctx, messageID, func(retry bool) (*backend.Store, error) {
+func (r *Router) writer(ctx context.Context, id, messageID string) *engine.StreamWriter {
+	return engine.NewStreamWriter(ctx, messageID, func(retry bool) (*engine.Store, error) {
 		if r.closed.Load() {
 			return nil, ErrClosed
 		}
@@ -65,14 +66,14 @@ func (r *Router) writer(ctx context.Context, id, messageID string) *backend.Stre
 			r.core.ensured.Remove(id)
 		}
 		s, err := r.core.ensure(ctx, id, false)
-		return s, backend.ConnectionError(err)
+		return s, pg.ConnectionError(err)
 	})
 }
 
 // writeErr maps a refused write guard (SharedTable) onto ErrTenantDeleted
 // and forgets the tenant.
 func (r *Router) writeErr(id string, err error) error {
-	if errors.Is(err, backend.ErrGuardFailed) {
+	if errors.Is(err, engine.ErrGuardFailed) {
 		r.core.ensured.Remove(id)
 		return fmt.Errorf("%w: %q", ErrTenantDeleted, id)
 	}
@@ -81,13 +82,13 @@ func (r *Router) writeErr(id string, err error) error {
 
 // read runs op on tenant id's Store without creating anything: a tenant
 // whose objects do not exist has no data.
-func (r *Router) read(id string, op func(*backend.Store) error) error {
+func (r *Router) read(id string, op func(*engine.Store) error) error {
 	s, err := r.core.lookup(id)
 	if err != nil {
-		return backend.ConnectionError(err)
+		return pg.ConnectionError(err)
 	}
 	err = op(s)
-	if errors.Is(err, backend.ErrTableMissing) {
+	if errors.Is(err, pg.ErrTableMissing) {
 		r.core.ensured.Remove(id)
 		return fmt.Errorf("%w: tenant %q has no storage: %w", datastorage.ErrDataNotFound, id, err)
 	}
@@ -102,7 +103,7 @@ func (r *Router) StoreData(ctx context.Context, messageID string, data io.Reader
 	if err != nil {
 		return 0, err
 	}
-	if err := backend.ValidateMessageID(messageID); err != nil {
+	if err := engine.ValidateMessageID(messageID); err != nil {
 		return 0, err
 	}
 	start := time.Now()
@@ -135,7 +136,7 @@ func (r *Router) GetDataReader(ctx context.Context, messageID string) (io.ReadCl
 		return nil, err
 	}
 	var rc io.ReadCloser
-	err = r.read(id, func(s *backend.Store) error {
+	err = r.read(id, func(s *engine.Store) error {
 		var err error
 		rc, err = s.Reader(ctx, messageID)
 		return err
@@ -158,7 +159,7 @@ func (r *Router) GetDataWriter(ctx context.Context, messageID string) (io.WriteC
 	if err != nil {
 		return nil, err
 	}
-	if err := backend.ValidateMessageID(messageID); err != nil {
+	if err := engine.ValidateMessageID(messageID); err != nil {
 		return nil, err
 	}
 	start := time.Now()
@@ -186,7 +187,7 @@ func (r *Router) DeleteData(ctx context.Context, messageID string) error {
 	start := time.Now()
 	release, err := r.core.limit.acquire(ctx, id)
 	if err == nil {
-		err = r.read(id, func(s *backend.Store) error { return s.Delete(ctx, messageID) })
+		err = r.read(id, func(s *engine.Store) error { return s.Delete(ctx, messageID) })
 		release()
 	}
 	r.core.obs.op(ctx, "delete", id, start, err)
@@ -196,7 +197,7 @@ func (r *Router) DeleteData(ctx context.Context, messageID string) error {
 // Provision creates tenant id's objects if they are missing and marks it
 // active, also after Drop (the tenant comes back empty). It is idempotent.
 func (r *Router) Provision(ctx context.Context, id string) (err error) {
-	defer func() { err = backend.ConnectionError(err) }()
+	defer func() { err = pg.ConnectionError(err) }()
 	if r.closed.Load() {
 		return ErrClosed
 	}
@@ -205,7 +206,7 @@ func (r *Router) Provision(ctx context.Context, id string) (err error) {
 	}
 	_, err = r.core.ensure(ctx, id, true)
 	if err == nil {
-		r.core.obs.log.InfoContext(ctx, "pgtenant: tenant provisioned", "tenant", id, "store", r.core.store)
+		r.core.obs.log.InfoContext(ctx, "pgtenant: tenant provisioned", "tenant", id, "store", r.core.reg.Store())
 	}
 	return err
 }
@@ -216,7 +217,7 @@ func (r *Router) Provision(ctx context.Context, id string) (err error) {
 // of its own bounded by the lock timeout. If that second step fails the
 // tenant stays tombstoned and Drop can be called again.
 func (r *Router) Drop(ctx context.Context, id string) (err error) {
-	defer func() { err = backend.ConnectionError(err) }()
+	defer func() { err = pg.ConnectionError(err) }()
 	if r.closed.Load() {
 		return ErrClosed
 	}
@@ -225,7 +226,7 @@ func (r *Router) Drop(ctx context.Context, id string) (err error) {
 	}
 	err = r.core.drop(ctx, id)
 	if err == nil {
-		r.core.obs.log.InfoContext(ctx, "pgtenant: tenant dropped", "tenant", id, "store", r.core.store)
+		r.core.obs.log.InfoContext(ctx, "pgtenant: tenant dropped", "tenant", id, "store", r.core.reg.Store())
 	} else {
 		r.core.obs.log.WarnContext(ctx, "pgtenant: dropping tenant failed", "tenant", id, "err", err)
 	}
@@ -235,20 +236,55 @@ func (r *Router) Drop(ctx context.Context, id string) (err error) {
 // List returns the ids of the active tenants of the Router's layout, in
 // ascending order, from the registry.
 func (r *Router) List(ctx context.Context) (_ []string, err error) {
-	defer func() { err = backend.ConnectionError(err) }()
+	defer func() { err = pg.ConnectionError(err) }()
 	if r.closed.Load() {
 		return nil, ErrClosed
 	}
-	return schema.List(ctx, r.core.pool, r.core.store)
+	return r.core.reg.List(ctx)
 }
 
-// Placement returns where tenant id's data lives (computed, not checked).
-func (r *Router) Placement(id string) (schema.Placement, error) {
-	return r.core.layout.Place(id)
+// Location says where one tenant's data lives.
+type Location struct {
+	// Mode is the tenant's isolation mode.
+	Mode Isolation
+	// Table, Chunks and Meta are the tenant's message table, its chunk
+	// table and its metadata table (Sanitize quotes them for SQL).
+	Table, Chunks, Meta schema.Table
+	// Partition is the value of the tenant_id column that selects the
+	// tenant's rows in shared tables; empty in the per-tenant modes.
+	Partition string
 }
 
-// Pool returns the shared pool.
-func (r *Router) Pool() *pgxpool.Pool { return r.core.pool }
+// Locate returns where tenant id's data lives, as the Router's layout
+// places it. It validates id and runs no SQL.
+func (r *Router) Locate(id string) (Location, error) {
+	if err := Validate(id); err != nil {
+		return Location{}, err
+	}
+	p, err := r.core.reg.Layout().Place(id)
+	if err != nil {
+		return Location{}, err
+	}
+	return locationOf(p), nil
+}
+
+func locationOf(p schema.Placement) Location {
+	return Location{Mode: p.Mode, Table: p.Table, Chunks: p.Table.Chunks(), Meta: p.Table.Meta(), Partition: p.Partition}
+}
+
+// PoolStats counts the connections of the Router's pool.
+type PoolStats struct {
+	// MaxConns is the most the pool opens.
+	MaxConns int32
+	// TotalConns are open now: AcquiredConns in use, IdleConns idle.
+	TotalConns, AcquiredConns, IdleConns int32
+}
+
+// PoolStats returns the counts of the shared pool's connections.
+func (r *Router) PoolStats() PoolStats {
+	s := r.core.pool.Stat()
+	return PoolStats{MaxConns: s.MaxConns(), TotalConns: s.TotalConns(), AcquiredConns: s.AcquiredConns(), IdleConns: s.IdleConns()}
+}
 
 // Close releases the Router; the last Router of a Factory value closes the
 // pool unless it came from WithPool. Close is idempotent.
@@ -262,7 +298,7 @@ func (r *Router) Close() error {
 
 // routerWriter maps write errors the way StoreData does.
 type routerWriter struct {
-	*backend.StreamWriter
+	*engine.StreamWriter
 	r       *Router
 	id      string
 	release func()

@@ -199,13 +199,13 @@ func printStats(w io.Writer, r *tenant.Router, rows []tenant.Stats) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TENANT\tMESSAGES\tBYTES\tSTORED IN")
 	for _, s := range rows {
-		p, err := r.Placement(s.Tenant)
+		loc, err := r.Locate(s.Tenant)
 		if err != nil {
 			return err
 		}
-		where := p.Table.String()
-		if p.Partition != "" {
-			where += " (tenant_id = " + p.Partition + ")"
+		where := loc.Table.String()
+		if loc.Partition != "" {
+			where += " (tenant_id = " + loc.Partition + ")"
 		}
 		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", s.Tenant, s.Messages, s.Bytes, where)
 	}

@@ -132,7 +132,7 @@ func runDemo(ctx context.Context, out io.Writer, r *tenant.Router, tenants, mess
 		return err
 	}
 	fmt.Fprintf(out, "%d tenants x %d messages stored, read back, half deleted in %v through one pool (%d connections)\n\n",
-		tenants, messages, time.Since(start).Round(time.Millisecond), r.Pool().Stat().MaxConns())
+		tenants, messages, time.Since(start).Round(time.Millisecond), r.PoolStats().MaxConns)
 	rows := make([]tenant.Stats, 0, len(ids))
 	for _, id := range ids {
 		st, err := r.Stats(ctx, id)

@@ -1,4 +1,4 @@
-package backend
+package engine
 
 import (
 	"context"
@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/internal/pg"
 )
 
 // StreamWriter stores one body, streaming: it holds at most one chunk
@@ -174,7 +175,7 @@ func (w *StreamWriter) begin() error {
 	for attempt := 0; ; attempt++ {
 		var tx pgx.Tx
 		err := retry(w.ctx, writes, func() (err error) {
-			tx, err = w.s.db.BeginTx(w.ctx, pgx.TxOptions{})
+			tx, err = w.s.db.Begin(w.ctx)
 			return translate(err)
 		})
 		if err != nil {
@@ -193,7 +194,7 @@ func (w *StreamWriter) begin() error {
 		w.rollback()
 		w.stop = nil
 		err = translate(err)
-		if attempt > 0 || !errors.Is(err, ErrTableMissing) {
+		if attempt > 0 || !errors.Is(err, pg.ErrTableMissing) {
 			return err
 		}
 		if w.s, err = w.store(true); err != nil {
@@ -243,7 +244,7 @@ func (w *StreamWriter) Close() error {
 	}
 	if !w.started() {
 		err := w.s.Put(w.ctx, w.id, w.buf)
-		if errors.Is(err, ErrTableMissing) {
+		if errors.Is(err, pg.ErrTableMissing) {
 			if w.s, err = w.store(true); err == nil {
 				err = w.s.Put(w.ctx, w.id, w.buf)
 			}
@@ -275,7 +276,7 @@ func (w *StreamWriter) commit() error {
 		return err
 	}
 	s := w.s
-	if err := s.checkQuota(w.ctx, txDB{tx}, w.id, w.n); err != nil {
+	if err := s.checkQuota(w.ctx, tx, w.id, w.n); err != nil {
 		return err
 	}
 	args := s.args(w.id, w.n, w.version)
@@ -339,7 +340,7 @@ func (s *Store) Reader(ctx context.Context, id string) (io.ReadCloser, error) {
 }
 
 func (s *Store) chunkReader(ctx context.Context, id string) (io.ReadCloser, error) {
-	tx, err := s.db.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
+	tx, err := pg.BeginTx(ctx, s.db, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly})
 	if err != nil {
 		return nil, translate(err)
 	}
@@ -431,9 +432,3 @@ func (r *chunkReader) Close() error {
 	}
 	return nil
 }
-
-// txDB lets a transaction serve where a DB is expected for single
-// statements.
-type txDB struct{ pgx.Tx }
-
-func (t txDB) BeginTx(ctx context.Context, _ pgx.TxOptions) (pgx.Tx, error) { return t.Begin(ctx) }

@@ -1,26 +1,17 @@
-package backend
+package engine
 
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/schema"
 	datastorage "schneider.vip/retryspool/storage/data"
 )
-
-// DB runs statements and transactions; *pgxpool.Pool, *pgxpool.Conn and
-// *pgx.Conn satisfy it.
-type DB interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
-	BeginTx(ctx context.Context, opts pgx.TxOptions) (pgx.Tx, error)
-}
 
 // Defaults for Options.
 const (
@@ -54,7 +45,7 @@ type Options struct {
 
 // Target is the table a Store reads and writes.
 type Target struct {
-	// Table is the message table, with the layout of schema.CreateTableSQL.
+	// Table is the message table, with the layout of ddl.Table.
 	Table schema.Table
 	// Partition, when not empty, confines the Store to the rows whose
 	// schema.TenantColumn equals it, in a table created with shared=true.
@@ -66,7 +57,7 @@ type Target struct {
 
 // Guard is a write condition. SQL returns a boolean SQL expression whose
 // parameters are numbered from first on, bound to Args in order. It must be
-// built from validated, quoted identifiers only (see schema.ActiveGuard).
+// built from validated, quoted identifiers only.
 type Guard struct {
 	SQL  func(first int) string
 	Args []any
@@ -75,7 +66,7 @@ type Guard struct {
 // Store moves message bodies in and out of one Target. It is safe for
 // concurrent use; it holds no connection between calls.
 type Store struct {
-	db        DB
+	db        pg.DB
 	mode      pgx.QueryExecMode
 	target    Target
 	maxSize   int64
@@ -89,34 +80,18 @@ type Store struct {
 	upsertSQL, getSQL, deleteSQL                   string
 	chunkInsertSQL, chunkedUpsertSQL, chunkScanSQL string
 	chunkCleanSQL, usageSQL                        string
+	statsSQL, purgeSQL                             string
 }
 
-// checkQuota fails with ErrQuotaExceeded if storing size bytes under id
-// would take the target over its bounds (the message's current version does
-// not count: it is being replaced).
-func (s *Store) checkQuota(ctx context.Context, q DB, id string, size int64) error {
-	if !s.quota {
-		return nil
-	}
-	var msgs, bytes int64
-	if err := q.QueryRow(ctx, s.usageSQL, s.args(id)...).Scan(&msgs, &bytes); err != nil {
-		return translate(err)
-	}
-	if s.maxMsgs > 0 && msgs+1 > s.maxMsgs {
-		return fmt.Errorf("%w: %d messages stored, at most %d allowed", ErrQuotaExceeded, msgs, s.maxMsgs)
-	}
-	if s.maxBytes > 0 && bytes+size > s.maxBytes {
-		return fmt.Errorf("%w: %d + %d bytes, at most %d allowed", ErrQuotaExceeded, bytes, size, s.maxBytes)
-	}
-	return nil
-}
+// eq is the equality operator, qualified.
+const eq = " OPERATOR(pg_catalog.=) "
 
 // NewStore returns a Store for t over db.
-func NewStore(db DB, t Target, o Options) (*Store, error) {
+func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 	if o.Mode == 0 {
 		o.Mode = pgx.QueryExecModeCacheStatement
 	}
-	if err := checkExecMode(o.Mode); err != nil {
+	if err := CheckExecMode(o.Mode); err != nil {
 		return nil, err
 	}
 	if o.MaxMessageSize <= 0 {
@@ -127,14 +102,16 @@ func NewStore(db DB, t Target, o Options) (*Store, error) {
 	}
 	s := &Store{db: db, mode: o.Mode, target: t, maxSize: o.MaxMessageSize, chunkSize: o.ChunkSize,
 		quota: o.MaxBytes > 0 || o.MaxMessages > 0, maxBytes: o.MaxBytes, maxMsgs: o.MaxMessages}
-	q, c := t.Table.Sanitize(), schema.ChunkTable(t.Table).Sanitize()
+	q, c := t.Table.Sanitize(), t.Table.Chunks().Sanitize()
 	// p(i) numbers the statement's own parameters after the key.
-	key, keyCols, where, conflict, k := "", "", "message_id = $1", "message_id", 1
+	key, keyCols, part, conflict, k := "", "", "", "message_id", 1
 	if t.Partition != "" {
-		key, keyCols, where, conflict, k = "$1::text, ", schema.TenantColumn+", ", schema.TenantColumn+" = $1 AND message_id = $2", schema.TenantColumn+", message_id", 2
+		key, keyCols, conflict, k = "$1::pg_catalog.text, ", schema.TenantColumn+", ", schema.TenantColumn+", message_id", 2
+		part = schema.TenantColumn + eq + "$1 AND "
 	}
+	where := part + "message_id" + eq + fmt.Sprintf("$%d", k)
 	p := func(i int) string { return fmt.Sprintf("$%d", k+i) }
-	idv := fmt.Sprintf("$%d::varchar", k)
+	idv := fmt.Sprintf("$%d::VARCHAR", k)
 	upsert := func(vals string, nparams int) string {
 		source := "VALUES (" + vals + ")"
 		if t.Guard != nil {
@@ -149,19 +126,36 @@ func NewStore(db DB, t Target, o Options) (*Store, error) {
 	}
 	// An inline write also removes the pieces of an earlier large version.
 	s.upsertSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + ") " +
-		upsert(key+idv+", "+p(1)+"::bytea, "+p(2)+"::bigint, NOW(), NOW(), NULL::bigint", 2)
-	s.chunkedUpsertSQL = upsert(key+idv+", ''::bytea, "+p(1)+"::bigint, NOW(), NOW(), "+p(2)+"::bigint", 2)
+		upsert(key+idv+", "+p(1)+"::pg_catalog.bytea, "+p(2)+"::BIGINT, pg_catalog.now(), pg_catalog.now(), NULL::BIGINT", 2)
+	s.chunkedUpsertSQL = upsert(key+idv+", ''::pg_catalog.bytea, "+p(1)+"::BIGINT, pg_catalog.now(), pg_catalog.now(), "+p(2)+"::BIGINT", 2)
 	s.chunkInsertSQL = "INSERT INTO " + c + " (" + keyCols + "message_id, version, seq, data) VALUES (" +
 		key + idv + ", " + p(1) + ", " + p(2) + ", " + p(3) + ")"
-	s.chunkCleanSQL = "DELETE FROM " + c + " WHERE " + where + " AND version <> " + p(1)
-	s.chunkScanSQL = "SELECT data FROM " + c + " WHERE " + where + " AND version = " + p(1) + " ORDER BY seq"
+	s.chunkCleanSQL = "DELETE FROM " + c + " WHERE " + where + " AND version OPERATOR(pg_catalog.<>) " + p(1)
+	s.chunkScanSQL = "SELECT data FROM " + c + " WHERE " + where + " AND version" + eq + p(1) + " ORDER BY seq"
 	s.getSQL = "SELECT data, size, chunked_version FROM " + q + " WHERE " + where
-	part := ""
-	if t.Partition != "" {
-		part = schema.TenantColumn + " = $1 AND "
-	}
-	s.usageSQL = "SELECT count(*), coalesce(sum(size), 0)::bigint FROM " + q + " WHERE " + part + "message_id <> " + idv
+	s.usageSQL = "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(size), 0)::BIGINT FROM " + q +
+		" WHERE " + part + "message_id OPERATOR(pg_catalog.<>) " + idv
 	s.deleteSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + ") DELETE FROM " + q + " WHERE " + where
+	partOnly := ""
+	if t.Partition != "" {
+		partOnly = " WHERE " + schema.TenantColumn + eq + "$1"
+	}
+	s.statsSQL = "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(size), 0)::BIGINT, pg_catalog.min(created), pg_catalog.max(created) FROM " +
+		q + partOnly
+	// Purge: the oldest batch by the updated index, then their pieces.
+	match := "m.message_id" + eq + "v.message_id"
+	cmatch := "c.message_id" + eq + "v.message_id"
+	keyList, returned := "message_id", "m.message_id"
+	if t.Partition != "" {
+		match += " AND m." + schema.TenantColumn + eq + "v." + schema.TenantColumn
+		cmatch += " AND c." + schema.TenantColumn + eq + "v." + schema.TenantColumn
+		keyList = schema.TenantColumn + ", message_id"
+		returned += ", m." + schema.TenantColumn
+	}
+	s.purgeSQL = "WITH v AS (DELETE FROM " + q + " m USING (SELECT " + keyList + " FROM " + q + " WHERE " + part +
+		"updated OPERATOR(pg_catalog.<) " + p(0) + " ORDER BY updated LIMIT " + p(1) + ") v WHERE " + match +
+		" RETURNING " + returned + "), " +
+		"gone AS (DELETE FROM " + c + " c USING v WHERE " + cmatch + ") SELECT pg_catalog.count(*) FROM v"
 	return s, nil
 }
 
@@ -179,63 +173,31 @@ func (s *Store) args(rest ...any) []any {
 	return append(a, rest...)
 }
 
-// maxAttempts bounds the runs of one operation under the retry policy.
-const maxAttempts = 3
-
-// Effect says whether an operation changes data, which decides what the
-// retry policy may repeat.
-type effect bool
-
-const (
-	reads  effect = false
-	writes effect = true
-)
-
-// retry runs op under pgtenant's retry policy (README, "Retries"):
-//
-//   - a request pgx reports as never sent (pgconn.SafeToRetry) is run
-//     again, whatever it does, after a short pause;
-//   - a stale cached plan (ErrStalePlan) is run again once: pgx has dropped
-//     the statement, so the next run prepares it anew;
-//   - a read that lost its connection (ErrConnection) is run again once: it
-//     has no effect to repeat;
-//   - a write or delete that reached the server is never run again: its
-//     outcome is unknown and the caller gets ErrConnection, which says so.
-//
-// op must be one autocommit statement or a transaction it rolls back on
-// failure, so a repeat cannot double a partial effect. It runs at most
-// maxAttempts times and never after ctx has ended.
-func retry(ctx context.Context, e effect, op func() error) error {
-	stale, lost := false, false
-	for attempt := 1; ; attempt++ {
-		err := op()
-		if err == nil || attempt == maxAttempts || ctx.Err() != nil {
-			return err
-		}
-		switch {
-		case pgconn.SafeToRetry(err):
-		case errors.Is(err, ErrStalePlan) && !stale:
-			stale = true
-			continue // no pause: the next run succeeds at once
-		case e == reads && errors.Is(err, ErrConnection) && !lost:
-			lost = true
-		default:
-			return err
-		}
-		t := time.NewTimer(time.Duration(attempt*attempt) * 10 * time.Millisecond)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return err
-		case <-t.C:
-		}
+// checkQuota fails with ErrQuotaExceeded if storing size bytes under id
+// would take the target over its bounds (the message's current version does
+// not count: it is being replaced).
+func (s *Store) checkQuota(ctx context.Context, q pg.DB, id string, size int64) error {
+	if !s.quota {
+		return nil
 	}
+	var msgs, bytes int64
+	if err := q.QueryRow(ctx, s.usageSQL, s.args(id)...).Scan(&msgs, &bytes); err != nil {
+		return translate(err)
+	}
+	if s.maxMsgs > 0 && msgs+1 > s.maxMsgs {
+		return fmt.Errorf("%w: %d messages stored, at most %d allowed", ErrQuotaExceeded, msgs, s.maxMsgs)
+	}
+	if s.maxBytes > 0 && bytes+size > s.maxBytes {
+		return fmt.Errorf("%w: %d + %d bytes, at most %d allowed", ErrQuotaExceeded, bytes, size, s.maxBytes)
+	}
+	return nil
 }
 
 // Put stores data under id, replacing any earlier version atomically. A nil
 // data stores an empty body. On error nothing is changed, except when the
-// connection failed after the server received the statement (ErrConnection):
-// then either the old or the new version is stored, complete.
+// connection failed after the server received the statement
+// (pg.ErrConnection): then either the old or the new version is stored,
+// complete.
 func (s *Store) Put(ctx context.Context, id string, data []byte) error {
 	if err := ValidateMessageID(id); err != nil {
 		return err
@@ -362,12 +324,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		st             Stats
 		oldest, newest *time.Time
 	)
-	where := ""
-	if s.target.Partition != "" {
-		where = " WHERE " + schema.TenantColumn + " = $1"
-	}
-	err := s.db.QueryRow(ctx, "SELECT count(*), coalesce(sum(size), 0)::bigint, min(created), max(created) FROM "+
-		s.target.Table.Sanitize()+where, s.args()...).Scan(&st.Messages, &st.Bytes, &oldest, &newest)
+	err := s.db.QueryRow(ctx, s.statsSQL, s.args()...).Scan(&st.Messages, &st.Bytes, &oldest, &newest)
 	if err != nil {
 		return Stats{}, translate(err)
 	}
@@ -385,24 +342,10 @@ const PurgeBatch = 1000
 // updated), and returns how many it deleted. It stops early, returning the
 // count so far, when ctx ends.
 func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
-	q, c := s.target.Table.Sanitize(), schema.ChunkTable(s.target.Table).Sanitize()
-	key, match, next := "message_id", "c.message_id = v.message_id", 1
-	if s.target.Partition != "" {
-		key = schema.TenantColumn + ", message_id"
-		match = "c." + schema.TenantColumn + " = v." + schema.TenantColumn + " AND " + match
-		next = 2
-	}
-	filter := fmt.Sprintf("updated < $%d", next)
-	if s.target.Partition != "" {
-		filter = schema.TenantColumn + " = $1 AND " + filter
-	}
-	sql := "WITH v AS (DELETE FROM " + q + " WHERE (" + key + ") IN (SELECT " + key + " FROM " + q +
-		" WHERE " + filter + fmt.Sprintf(" ORDER BY updated LIMIT $%d) RETURNING ", next+1) + key + "), " +
-		"gone AS (DELETE FROM " + c + " c USING v WHERE " + match + ") SELECT count(*) FROM v"
 	var total int64
 	for {
 		var n int64
-		if err := s.db.QueryRow(ctx, sql, s.args(before, PurgeBatch)...).Scan(&n); err != nil {
+		if err := s.db.QueryRow(ctx, s.purgeSQL, s.args(before, PurgeBatch)...).Scan(&n); err != nil {
 			return total, translate(err)
 		}
 		total += n

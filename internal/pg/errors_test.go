@@ -1,0 +1,96 @@
+package pg
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"runtime"
+	"testing"
+
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+func TestClassify(t *testing.T) {
+	pgErr := func(code, msg string) error { return fmt.Errorf("exec: %w", &pgconn.PgError{Code: code, Message: msg}) }
+	cases := []struct {
+		err  error
+		want error // nil: no sentinel
+	}{
+		{pgErr("42P01", "relation does not exist"), ErrTableMissing},
+		{pgErr("3F000", "schema does not exist"), ErrTableMissing},
+		{pgErr("0A000", "cached plan must not change result type"), ErrStalePlan},
+		{pgErr("0A000", "functions used in the DO UPDATE SET clause ... must be marked IMMUTABLE"), nil},
+		{pgErr("42P05", `prepared statement "stmtcache_1" already exists`), ErrPreparedStatements},
+		{pgErr("26000", `prepared statement "stmtcache_1" does not exist`), ErrPreparedStatements},
+		{pgErr("57P01", "terminating connection due to administrator command"), ErrConnection},
+		{pgErr("08006", "connection failure"), ErrConnection},
+		{pgErr("57014", "canceling statement due to statement timeout"), nil},
+		{pgErr("23505", "duplicate key"), nil},
+		{fmt.Errorf("read: %w", io.ErrUnexpectedEOF), ErrConnection},
+		{pgconn.ErrConnClosed, ErrConnection},
+		{fmt.Errorf("wait: %w", context.DeadlineExceeded), nil},
+		{context.Canceled, nil},
+		{errors.New("something else"), nil},
+	}
+	for _, c := range cases {
+		got := Classify(c.err)
+		if !errors.Is(got, c.err) {
+			t.Errorf("Classify(%v) = %v: lost the original error", c.err, got)
+		}
+		for _, s := range []error{ErrTableMissing, ErrStalePlan, ErrPreparedStatements, ErrConnection} {
+			if errors.Is(got, s) != (s == c.want) {
+				t.Errorf("Classify(%v) = %v; errors.Is(%v) = %v", c.err, got, s, errors.Is(got, s))
+			}
+		}
+	}
+	if Classify(nil) != nil {
+		t.Error("Classify(nil) != nil")
+	}
+}
+
+func TestOnceSharesAndHonoursContext(t *testing.T) {
+	var o Once[int]
+	started, release := make(chan struct{}), make(chan struct{})
+	runs := 0
+	type result struct {
+		v   int
+		err error
+	}
+	first := make(chan result)
+	go func() {
+		v, err := o.Do(context.Background(), "k", func(context.Context) (int, error) {
+			runs++
+			close(started)
+			<-release
+			return 42, errors.New("shared result")
+		})
+		first <- result{v, err}
+	}()
+	<-started
+	// A caller that gives up gets its context's cause.
+	ctx, cancel := context.WithCancelCause(context.Background())
+	cause := errors.New("caller gave up")
+	cancel(cause)
+	if _, err := o.Do(ctx, "k", func(context.Context) (int, error) { runs++; return 0, nil }); !errors.Is(err, cause) {
+		t.Fatalf("waiter got %v, want its context's cause", err)
+	}
+	// A caller that joins gets the run's value and error, not its own.
+	joined := make(chan result)
+	go func() {
+		v, err := o.Do(context.Background(), "k", func(context.Context) (int, error) { runs++; return 7, nil })
+		joined <- result{v, err}
+	}()
+	for o.callers("k") < 3 { // the first caller, the one that gave up, the joiner
+		runtime.Gosched()
+	}
+	close(release)
+	for _, ch := range []chan result{first, joined} {
+		if r := <-ch; r.v != 42 || r.err == nil || r.err.Error() != "shared result" {
+			t.Fatalf("caller got %d, %v; want the shared run's 42 and error", r.v, r.err)
+		}
+	}
+	if runs != 1 {
+		t.Fatalf("work ran %d times, want once", runs)
+	}
+}

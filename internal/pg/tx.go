@@ -1,0 +1,83 @@
+package pg
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+)
+
+// LockKey returns the advisory lock key for name. Keys live in their own
+// namespace (the hash covers a "pgtenant:" prefix).
+func LockKey(name string) int64 {
+	sum := sha256.Sum256([]byte("pgtenant:" + name))
+	return int64(binary.BigEndian.Uint64(sum[:8]))
+}
+
+// IsAlreadyExists reports whether err is what a CREATE ... IF NOT EXISTS
+// raises when another session created the object at the same moment:
+// 42P06 (duplicate schema), 42P07 (duplicate table) or 23505 (unique
+// violation in the catalog).
+func IsAlreadyExists(err error) bool {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) {
+		return false
+	}
+	switch pgErr.Code {
+	case "42P06", "42P07", "23505":
+		return true
+	}
+	return false
+}
+
+// Lock takes the transaction-level advisory lock for key in tx.
+func Lock(ctx context.Context, tx pgx.Tx, key string) error {
+	_, err := tx.Exec(ctx, "SELECT pg_catalog.pg_advisory_xact_lock($1::pg_catalog.int8)", LockKey(key))
+	return err
+}
+
+// SetLockTimeout bounds tx's waits for locks to d (set_config local to the
+// transaction, so nothing outlives it on a pooled connection).
+func SetLockTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
+	_, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('lock_timeout', $1::pg_catalog.text, true)",
+		fmt.Sprintf("%dms", max(d.Milliseconds(), 1)))
+	return err
+}
+
+// InTx runs fn in a transaction that first takes the advisory lock for key,
+// so that sessions doing the same work run one after the other across
+// processes. If fn fails because an object was created concurrently by a
+// session that did not take the lock (see IsAlreadyExists), the transaction
+// is rolled back and run again, up to three times.
+func InTx(ctx context.Context, db DB, key string, fn func(pgx.Tx) error) error {
+	var err error
+	for range 3 {
+		err = pgx.BeginFunc(ctx, db, func(tx pgx.Tx) error {
+			if err := Lock(ctx, tx, key); err != nil {
+				return err
+			}
+			return fn(tx)
+		})
+		if !IsAlreadyExists(err) {
+			return err
+		}
+	}
+	return err
+}
+
+// ExecAll runs statements in order in one round trip and returns the first
+// error.
+func ExecAll(ctx context.Context, db interface {
+	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
+}, stmts ...string) error {
+	b := &pgx.Batch{}
+	for _, s := range stmts {
+		b.Queue(s)
+	}
+	return db.SendBatch(ctx, b).Close()
+}
