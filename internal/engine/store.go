@@ -79,7 +79,7 @@ type Store struct {
 	// ($k), then the statement's own.
 	upsertSQL, getSQL, deleteSQL                   string
 	chunkInsertSQL, chunkedUpsertSQL, chunkScanSQL string
-	chunkCleanSQL, usageSQL                        string
+	chunkCleanSQL, usageSQL, probeSQL              string
 	statsSQL, purgeSQL                             string
 }
 
@@ -131,6 +131,10 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 	s.chunkInsertSQL = "INSERT INTO " + c + " (" + keyCols + "message_id, version, seq, data) VALUES (" +
 		key + idv + ", " + p(1) + ", " + p(2) + ", " + p(3) + ")"
 	s.chunkCleanSQL = "DELETE FROM " + c + " WHERE " + where + " AND version OPERATOR(pg_catalog.<>) " + p(1)
+	// The probe finds a missing chunk table and locks nothing. Every write
+	// locks the message row before the chunk rows (an inline upsert's CTE
+	// runs after its INSERT), so writers of one message never deadlock.
+	s.probeSQL = "SELECT FROM " + c + " LIMIT 0"
 	s.chunkScanSQL = "SELECT data FROM " + c + " WHERE " + where + " AND version" + eq + p(1) + " ORDER BY seq"
 	s.getSQL = "SELECT data, size, chunked_version FROM " + q + " WHERE " + where
 	s.usageSQL = "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(size), 0)::BIGINT FROM " + q +
@@ -158,6 +162,12 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 		"gone AS (DELETE FROM " + c + " c USING v WHERE " + cmatch + ") SELECT pg_catalog.count(*) FROM v"
 	return s, nil
 }
+
+// Statements returns the SQL text of the Store's inline upsert, its read of
+// a message row and its delete, for benchmarks that run them without the
+// Store. Their parameters: the partition value (if any), the message id,
+// then the body and its size (upsert), then the guard's.
+func (s *Store) Statements() (upsert, get, del string) { return s.upsertSQL, s.getSQL, s.deleteSQL }
 
 // Target returns the Store's target.
 func (s *Store) Target() Target { return s.target }

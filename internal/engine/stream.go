@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/internal/pg"
@@ -187,7 +188,7 @@ func (w *StreamWriter) begin() error {
 		w.stop = context.AfterFunc(w.ctx, w.abort)
 		// Probe the chunk table before the first chunk goes out, so that a
 		// missing table can still be re-created and retried.
-		_, err = tx.Exec(w.ctx, w.s.chunkCleanSQL, w.s.args(w.id, w.version)...)
+		_, err = tx.Exec(w.ctx, w.s.probeSQL, w.s.mode)
 		if err == nil {
 			return nil
 		}
@@ -208,7 +209,7 @@ func (w *StreamWriter) abort() {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.tx != nil {
-		_ = w.tx.Rollback(context.WithoutCancel(w.ctx))
+		rollback(w.ctx, w.tx)
 		w.tx = nil
 	}
 }
@@ -350,21 +351,52 @@ func (s *Store) chunkReader(ctx context.Context, id string) (io.ReadCloser, erro
 		version *int64
 	)
 	if err := tx.QueryRow(ctx, s.getSQL, s.args(id)...).Scan(&data, &size, &version); err != nil {
-		_ = tx.Rollback(context.WithoutCancel(ctx))
+		rollback(ctx, tx)
 		return nil, translate(err)
 	}
 	if version == nil { // replaced by a small body in between
-		_ = tx.Rollback(context.WithoutCancel(ctx))
+		rollback(ctx, tx)
 		return NewBytesReader(data), nil
+	}
+	if hook, ok := ctx.Value(beforeChunkScanKey{}).(func()); ok {
+		hook()
 	}
 	rows, err := tx.Query(ctx, s.chunkScanSQL, s.args(id, *version)...)
 	if err != nil {
-		_ = tx.Rollback(context.WithoutCancel(ctx))
+		rollback(ctx, tx)
 		return nil, translate(err)
 	}
 	r := &chunkReader{ctx: ctx, tx: tx, rows: rows, size: size}
-	r.stop = context.AfterFunc(ctx, func() { _ = r.Close() })
+	// The callback may run at once, in its own goroutine, if ctx is done
+	// already: r.stop is set under r.mu, where the callback looks.
+	stop := context.AfterFunc(ctx, r.abort)
+	r.mu.Lock()
+	r.stop = stop
+	r.mu.Unlock()
 	return r, nil
+}
+
+// rollbackTimeout bounds a rollback, which runs even after the caller's
+// context ended: a server that does not answer does not keep the caller
+// (or Router.Close) waiting longer than that.
+const rollbackTimeout = 5 * time.Second
+
+// rollback rolls tx back with a context detached from ctx's cancellation
+// and bounded by rollbackTimeout. If the rollback fails the connection is
+// closed by pgx and not reused.
+func rollback(ctx context.Context, tx pgx.Tx) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), rollbackTimeout)
+	defer cancel()
+	_ = tx.Rollback(rctx)
+}
+
+type beforeChunkScanKey struct{}
+
+// WithBeforeChunkScan returns a context whose chunked reads call hook
+// between reading the message row and scanning its pieces, inside the
+// reader's transaction: tests use it to change the message at that moment.
+func WithBeforeChunkScan(ctx context.Context, hook func()) context.Context {
+	return context.WithValue(ctx, beforeChunkScanKey{}, hook)
 }
 
 // chunkReader streams a chunked body; see Store.Reader.
@@ -414,9 +446,20 @@ func (r *chunkReader) release() {
 		return
 	}
 	r.rows.Close()
-	_ = r.tx.Rollback(context.WithoutCancel(r.ctx))
+	rollback(r.ctx, r.tx)
 	r.tx = nil
 	r.cur = nil
+}
+
+// abort ends the read when its context ends: later reads return the
+// context's cause.
+func (r *chunkReader) abort() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.release()
+	if r.err == nil {
+		r.err = context.Cause(r.ctx)
+	}
 }
 
 // Close returns the connection; it is idempotent.
