@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -43,6 +44,7 @@ func Exercise(t *testing.T, setup Setup) {
 		{"InvalidMessageIDs", testInvalidIDs},
 		{"CancelledContextKeepsOld", testCancelled},
 		{"ConcurrentWritersOneVersion", testConcurrentWriters},
+		{"ConcurrentLargeWriters", testConcurrentLargeWriters},
 		{"WriterCloseOnce", testWriterCloseOnce},
 		{"ReaderClose", testReaderClose},
 		{"CloseIdempotent", testCloseIdempotent},
@@ -312,6 +314,57 @@ func testConcurrentWriters(t *testing.T, b datastorage.Backend, ctx context.Cont
 	t.Fatalf("final body (%d bytes, %s) is none of the versions written", len(got), preview(got))
 }
 
+// testConcurrentLargeWriters writes chunked bodies (over 1 MiB) from
+// several goroutines at once: four to one message, through StoreData and
+// the streaming writer, and four to messages of their own. The shared
+// message ends as exactly one of the versions, and every other message as
+// its own.
+func testConcurrentLargeWriters(t *testing.T, b datastorage.Backend, ctx context.Context) {
+	const size = 3<<20 + 17
+	versions := make([][]byte, 8)
+	for i := range versions {
+		versions[i] = bytes.Repeat([]byte{byte('A' + i)}, size+i)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, len(versions))
+	for i, v := range versions {
+		id := "large-same"
+		if i >= 4 {
+			id = fmt.Sprintf("large-%d", i)
+		}
+		wg.Go(func() {
+			if i%2 == 0 {
+				_, err := b.StoreData(ctx, id, bytes.NewReader(v))
+				errs <- err
+				return
+			}
+			w, err := b.GetDataWriter(ctx, id)
+			if err == nil {
+				_, err = io.Copy(w, bytes.NewReader(v))
+				err = errors.Join(err, w.Close())
+			}
+			errs <- err
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Read(t, b, ctx, "large-same")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(versions[:4], func(v []byte) bool { return bytes.Equal(got, v) }) {
+		t.Fatalf("large-same holds %d bytes %s: none of the versions written", len(got), preview(got))
+	}
+	for i := 4; i < len(versions); i++ {
+		MustRead(t, b, ctx, fmt.Sprintf("large-%d", i), versions[i])
+	}
+}
+
 func testWriterCloseOnce(t *testing.T, b datastorage.Backend, ctx context.Context) {
 	w, err := b.GetDataWriter(ctx, "once")
 	if err != nil {
@@ -328,7 +381,7 @@ func testWriterCloseOnce(t *testing.T, b datastorage.Backend, ctx context.Contex
 	}
 	MustStore(t, b, ctx, "once", []byte("second"))
 	if err := w.Close(); err != nil {
-		t.Errorf("second Close = %v, want nil", err)
+		t.Errorf("second Close = %v, want nil (the first Close's result)", err)
 	}
 	MustRead(t, b, ctx, "once", []byte("second")) // the second Close wrote nothing
 }
