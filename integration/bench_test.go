@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -228,39 +229,107 @@ func BenchmarkBackend(b *testing.B) {
 	}
 }
 
+// compareRounds runs variants in turns (A, B, C, A, B, C, ...) for rounds
+// rounds of d each, every variant with benchClients clients calling its op
+// as fast as it can, so that the machine's noise falls on all of them
+// alike. It reports each variant's median ops/s and, for every variant
+// after the first, its ratio to the first: the median of the per-round
+// ratios and their interquartile range (p25, p75), so that the spread can
+// be read next to the claim. Set PGTENANT_BENCH_ROUNDS and
+// PGTENANT_BENCH_ROUND to change the defaults (20 rounds of 500 ms).
+func compareRounds(b *testing.B, names []string, ops []func(w, i int) error) {
+	rounds, d := 20, 500*time.Millisecond
+	if v, err := strconv.Atoi(os.Getenv("PGTENANT_BENCH_ROUNDS")); err == nil && v > 0 {
+		rounds = v
+	}
+	if v, err := time.ParseDuration(os.Getenv("PGTENANT_BENCH_ROUND")); err == nil && v > 0 {
+		d = v
+	}
+	rates := make([][]float64, len(ops)) // per variant, per round
+	for b.Loop() {
+		for range rounds {
+			for k, op := range ops {
+				rates[k] = append(rates[k], runFor(b, d, op))
+			}
+		}
+	}
+	quantile := func(v []float64, q float64) float64 {
+		v = slices.Clone(v)
+		slices.Sort(v)
+		return v[int(q*float64(len(v)-1)+0.5)]
+	}
+	for k, name := range names {
+		b.ReportMetric(quantile(rates[k], 0.5), name+"-ops/s")
+		if k == 0 {
+			continue
+		}
+		ratios := make([]float64, len(rates[k]))
+		for r := range ratios {
+			ratios[r] = rates[k][r] / rates[0][r]
+		}
+		b.ReportMetric(quantile(ratios, 0.5), name+"/"+names[0])
+		b.ReportMetric(quantile(ratios, 0.25), name+"/"+names[0]+"-p25")
+		b.ReportMetric(quantile(ratios, 0.75), name+"/"+names[0]+"-p75")
+	}
+}
+
+// runFor calls op from benchClients goroutines for d and returns the
+// calls per second.
+func runFor(b *testing.B, d time.Duration, op func(w, i int) error) float64 {
+	var (
+		n  atomic.Int64
+		wg sync.WaitGroup
+	)
+	start := time.Now()
+	end := start.Add(d)
+	for w := range benchClients {
+		wg.Go(func() {
+			for i := 0; time.Now().Before(end); i++ {
+				if err := op(w, i); err != nil {
+					b.Error(err)
+					return
+				}
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return float64(n.Load()) / time.Since(start).Seconds()
+}
+
 // BenchmarkCycle compares a store+read+delete cycle of 1 KiB with 16
-// clients on the plain backend against a bare pgx pool running the same
-// three prepared statements, in one run.
+// clients through the plain backend against a bare pgx pool running the
+// backend's own three statements (the same SQL text: inline upsert with
+// its chunk-cleaning CTE, the select of data, size and chunked_version, the
+// delete with its CTE) on the same pool, in interleaved rounds. What
+// differs is the backend's Go side only: validation, the retry wrapper, the
+// streaming writer and reader objects.
 func BenchmarkCycle(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	ctx := context.Background()
-	b.Run("bare-pgx", func(b *testing.B) {
-		be := plainBackend(b, "bench_bare") // creates the table
-		pool := be.Pool()
-		const (
-			ins = `INSERT INTO "public"."bench_bare" (message_id, data, size, created, updated) VALUES ($1, $2, $3, NOW(), NOW())
-				ON CONFLICT (message_id) DO UPDATE SET data = EXCLUDED.data, size = EXCLUDED.size, updated = EXCLUDED.updated`
-			sel = `SELECT data FROM "public"."bench_bare" WHERE message_id = $1`
-			del = `DELETE FROM "public"."bench_bare" WHERE message_id = $1`
-		)
-		runParallel(b, func(w, i int) error {
-			id := "c" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
-			if _, err := pool.Exec(ctx, ins, id, body, int64(len(body))); err != nil {
+	be := plainBackend(b, "bench_cycle")
+	upsert, get, del := plainStore(b, "bench_cycle").Statements()
+	pool := be.Pool()
+	compareRounds(b, []string{"bare", "backend"}, []func(w, i int) error{
+		func(w, i int) error {
+			id := "b" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
+			if _, err := pool.Exec(ctx, upsert, id, body, int64(len(body))); err != nil {
 				return err
 			}
-			var data []byte
-			if err := pool.QueryRow(ctx, sel, id).Scan(&data); err != nil {
+			var (
+				data    []byte
+				size    int64
+				version *int64
+			)
+			if err := pool.QueryRow(ctx, get, id).Scan(&data, &size, &version); err != nil {
 				return err
 			}
 			_, err := pool.Exec(ctx, del, id)
 			return err
-		})
-	})
-	b.Run("backend", func(b *testing.B) {
-		be := plainBackend(b, "bench_cycle")
-		runParallel(b, func(w, i int) error {
+		},
+		func(w, i int) error {
 			return cycle(ctx, be, "c"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body)
-		})
+		},
 	})
 }
 
@@ -395,45 +464,42 @@ func warm(b *testing.B, set *routerSet, n int, m pgx.QueryExecMode, k int) {
 
 // BenchmarkRouterCycle measures store+read+delete cycles of 1 KiB with 16
 // clients, each cycle for a random tenant out of 1, 100, 1 000 or 10 000, in
-// every isolation mode. Each case runs the plain backend ("plain") right
-// before the router ("router"), on the same server in the same state, so
-// their ratio is the router's cost. Run one mode per process (see
-// scripts/bench-router.sh): thousands of provisioned tenants leave
-// autovacuum work behind that slows whatever runs next.
+// every isolation mode, in interleaved rounds of three variants on the same
+// server state: the plain backend on one table ("plain"), the router
+// ("router"), and one precompiled engine store per tenant on the router's
+// pool, picked by index ("stores": the same tables without the router).
+// router/plain is the router's whole cost; stores/plain what many tables
+// cost the server; router/stores what the router adds. Run one mode per
+// process (see scripts/bench-router.sh): thousands of provisioned tenants
+// leave autovacuum work behind that slows whatever runs next.
 func BenchmarkRouterCycle(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
+	ctx := context.Background()
 	for _, mode := range modes {
 		for _, n := range []int{1, 100, 1000, 10000} {
 			b.Run(fmt.Sprintf("mode=%v/tenants=%d", mode, n), func(b *testing.B) {
 				set := provisioned(b, mode, n, pgx.QueryExecModeCacheStatement, tenant.DefaultStatementCacheCapacity)
-				b.Run("plain", func(b *testing.B) {
-					be := plainBackend(b, "bench_router_base")
-					runParallel(b, func(w, i int) error {
-						return cycle(context.Background(), be, "c"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body)
-					})
-				})
-				b.Run("router", func(b *testing.B) { routerCycles(b, set, body) })
-				b.Run("stores", func(b *testing.B) {
-					// The same tables without the router: one precompiled
-					// backend.Store per tenant on the same pool, picked by
-					// index. What the router adds is the difference to
-					// "router"; what many tables cost the server is the
-					// difference to "plain".
-					stores := make([]*engine.Store, n)
-					for i := range stores {
-						stores[i] = tenantStore(b, set.router, set.pool, fmt.Sprintf("tenant-%05d", i), pgx.QueryExecModeCacheStatement)
-					}
-					runParallel(b, func(w, i int) error {
+				plain := plainBackend(b, "bench_router_base")
+				stores := make([]*engine.Store, n)
+				for i := range stores {
+					stores[i] = tenantStore(b, set.router, set.pool, fmt.Sprintf("tenant-%05d", i), pgx.QueryExecModeCacheStatement)
+				}
+				compareRounds(b, []string{"plain", "router", "stores"}, []func(w, i int) error{
+					func(w, i int) error { return cycle(ctx, plain, "p"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body) },
+					func(w, i int) error {
+						return cycle(set.ctxs[rand.IntN(len(set.ctxs))], set.router, "r"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body)
+					},
+					func(w, i int) error {
 						s := stores[rand.IntN(n)]
-						id := "c" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
-						if err := s.Put(context.Background(), id, body); err != nil {
+						id := "s" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
+						if err := s.Put(ctx, id, body); err != nil {
 							return err
 						}
-						if _, err := s.Get(context.Background(), id); err != nil {
+						if _, err := s.Get(ctx, id); err != nil {
 							return err
 						}
-						return s.Delete(context.Background(), id)
-					})
+						return s.Delete(ctx, id)
+					},
 				})
 			})
 		}
@@ -483,7 +549,7 @@ func BenchmarkColdTenant(b *testing.B) {
 			i := 0
 			for b.Loop() {
 				i++
-				ctx := tenant.WithTenant(context.Background(), fmt.Sprintf("cold-%d-%d-%d", time.Now().UnixNano(), i, b.N))
+				ctx := tenant.WithTenant(context.Background(), fmt.Sprintf("cold-%d-%d", time.Now().UnixNano(), i))
 				start := time.Now()
 				if _, err := set.router.StoreData(ctx, "m", bytes.NewReader(body)); err != nil {
 					b.Fatal(err)

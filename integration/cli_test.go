@@ -10,7 +10,9 @@ import (
 	"testing"
 
 	"github.com/pgtenant/pgtenant/cmd/pgtenant/cli"
+	"github.com/pgtenant/pgtenant/integration/conformance"
 	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
+	"github.com/pgtenant/pgtenant/tenant"
 )
 
 func runCLI(t *testing.T, args ...string) (code int, stdout, stderr string) {
@@ -53,7 +55,9 @@ func TestCLIDemoStartsItsOwnContainer(t *testing.T) {
 
 func TestCLITenantCommands(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
-	mustCLI(t, "tenants", "provision", "acme", "globex", "--dsn", dsn)
+	if out := mustCLI(t, "tenants", "provision", "acme", "globex", "--dsn", dsn); out != "provisioned acme\nprovisioned globex\n" {
+		t.Fatalf("provision: %q", out)
+	}
 	if out := mustCLI(t, "tenants", "list", "--dsn", dsn); out != "acme\nglobex\n" {
 		t.Fatalf("list: %q", out)
 	}
@@ -68,10 +72,27 @@ func TestCLITenantCommands(t *testing.T) {
 	if out := mustCLI(t, "migrate", "--dsn", dsn); !strings.Contains(out, "0 migrated, 2 already current") {
 		t.Fatalf("migrate: %s", out)
 	}
-	if out := mustCLI(t, "purge", "acme", "--older-than", "1h", "--dsn", dsn); !strings.Contains(out, "purged 0 messages of acme") {
-		t.Fatalf("purge: %s", out)
+	// Two old messages and a fresh one: purge takes the old ones.
+	r, err := tenant.NewFactory(dsn).WithConnectionLimits(2, 0).NewRouter()
+	if err != nil {
+		t.Fatal(err)
 	}
-	mustCLI(t, "tenants", "drop", "acme", "--dsn", dsn)
+	defer r.Close()
+	acme := tenant.WithTenant(context.Background(), "acme")
+	for _, id := range []string{"old-1", "old-2", "fresh"} {
+		conformance.MustStore(t, r, acme, id, []byte(id))
+	}
+	pool := pgtest.NewPool(t, dsn, nil)
+	if _, err := pool.Exec(context.Background(), `UPDATE t_acme.retryspool_data SET updated = now() - interval '2 hours' WHERE message_id LIKE 'old-%'`); err != nil {
+		t.Fatal(err)
+	}
+	if out := mustCLI(t, "purge", "acme", "--older-than", "1h", "--dsn", dsn); out != "purged 2 messages of acme\n" {
+		t.Fatalf("purge: %q", out)
+	}
+	conformance.MustRead(t, r, acme, "fresh", []byte("fresh"))
+	if out := mustCLI(t, "tenants", "drop", "acme", "--dsn", dsn); out != "dropped acme\n" {
+		t.Fatalf("drop: %q", out)
+	}
 	if out := mustCLI(t, "tenants", "list", "--dsn", dsn); out != "globex\n" {
 		t.Fatalf("list after drop: %q", out)
 	}
@@ -95,7 +116,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"purge", "x", "--dsn", dsn}, cli.ExitUsage, "--older-than"},
 		{[]string{"tenants", "list", "--dsn", dsn, "--isolation", "bogus"}, cli.ExitUsage, "isolation"},
 		{[]string{"tenants", "provision", "bad id!", "--dsn", dsn}, cli.ExitError, "invalid tenant"},
-		{[]string{"tenants", "list", "--dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"}, cli.ExitError, ""},
+		{[]string{"tenants", "list", "--dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"}, cli.ExitError, "connect"},
 	}
 	for _, c := range cases {
 		code, _, errOut := runCLI(t, c.args...)

@@ -219,17 +219,22 @@ func TestFaultSlowServer(t *testing.T) {
 	})
 }
 
-// TestFaultStatementTimeoutKeepsOldVersion makes the server cancel a write
-// (statement_timeout, SQLSTATE 57014) at its last statement, after a whole
-// 3 MiB body was sent, at its first chunk, and for an inline body: the
-// caller gets the server's error, the old version is intact, and no piece
-// of the new one is left.
+// TestFaultStatementTimeoutKeepsOldVersion has the server cancel a write
+// (SQLSTATE 57014, as statement_timeout would) at exactly the statement
+// under test: the write is blocked there by a lock another session holds,
+// the test checks in pg_stat_activity that the blocked statement is the one
+// intended, and cancels it (pg_cancel_backend). Cases: a large write at its
+// last statement, after the whole 3 MiB body was sent; a large write at its
+// first chunk; an inline write. The caller gets the
+// server's error, the old version is intact, and no piece of the new one
+// is left.
 func TestFaultStatementTimeoutKeepsOldVersion(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
 		r := rb.router(t)
-		ctx := tenant.WithTenant(context.Background(), "disk")
+		bg := context.Background()
+		ctx := tenant.WithTenant(bg, "disk")
 		if _, err := r.StoreData(ctx, "big", bodyReader(1, 3<<20)); err != nil {
 			t.Fatal(err)
 		}
@@ -238,47 +243,59 @@ func TestFaultStatementTimeoutKeepsOldVersion(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		chunks := pl.Chunks.Sanitize()
-
-		// A second Router whose connections cancel statements running
-		// over 300 ms.
-		pool := pgtest.NewPool(t, rb.dsn, func(c *pgxpool.Config) {
-			c.ConnConfig.RuntimeParams["statement_timeout"] = "300"
-		})
-		timed, err := tenant.NewFactory("").WithPool(pool).WithIsolation(mode).NewRouter()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer timed.Close()
-		conformance.MustStore(t, timed, ctx, "warm", []byte("ensured"))
+		table, chunks := pl.Table.Sanitize(), pl.Chunks.Sanitize()
 
 		block := func(t *testing.T, sql string) {
 			t.Helper()
-			tx, err := rb.pool.Begin(context.Background())
+			tx, err := rb.pool.Begin(bg)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Cleanup(func() { _ = tx.Rollback(context.Background()) })
-			if _, err := tx.Exec(context.Background(), sql); err != nil {
+			t.Cleanup(func() { _ = tx.Rollback(bg) })
+			if _, err := tx.Exec(bg, sql); err != nil {
 				t.Fatal(err)
 			}
 		}
-		stream := func(seed uint64) error {
-			w, err := timed.GetDataWriter(ctx, "big")
-			if err != nil {
-				return err
+		// cancelBlocked runs write, waits until one of its statements waits
+		// for a lock, checks that statement starts with want, and cancels it.
+		cancelBlocked := func(t *testing.T, want string, write func() error) error {
+			t.Helper()
+			done := make(chan error, 1)
+			go func() { done <- write() }()
+			var (
+				pid   int
+				query string
+			)
+			waitFor(t, "the write to wait for the lock", func() bool {
+				return rb.pool.QueryRow(bg, `SELECT pid, query FROM pg_stat_activity
+					WHERE datname = current_database() AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()`).Scan(&pid, &query) == nil
+			})
+			if !strings.HasPrefix(query, want) {
+				t.Errorf("the write waits at %q, want the statement starting %q", query, want)
 			}
-			if _, err := io.Copy(w, bodyReader(seed, 3<<20)); err != nil {
-				_ = w.Close()
-				return err
+			if _, err := rb.pool.Exec(bg, "SELECT pg_cancel_backend($1)", pid); err != nil {
+				t.Fatal(err)
 			}
-			return w.Close()
+			return <-done
 		}
-		wantTimeout := func(t *testing.T, err error) {
+		stream := func(seed uint64) func() error {
+			return func() error {
+				w, err := r.GetDataWriter(ctx, "big")
+				if err != nil {
+					return err
+				}
+				if _, err := io.Copy(w, bodyReader(seed, 3<<20)); err != nil {
+					_ = w.Close()
+					return err
+				}
+				return w.Close()
+			}
+		}
+		wantCancelled := func(t *testing.T, err error) {
 			t.Helper()
 			var pgErr *pgconn.PgError
 			if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
-				t.Fatalf("got %v, want the server's statement timeout (57014)", err)
+				t.Fatalf("got %v, want the server's cancellation (57014)", err)
 			}
 		}
 		intact := func(t *testing.T) {
@@ -291,19 +308,21 @@ func TestFaultStatementTimeoutKeepsOldVersion(t *testing.T) {
 		}
 
 		t.Run("at the last statement", func(t *testing.T) {
-			block(t, "SELECT 1 FROM "+pl.Table.Sanitize()+" WHERE message_id = 'big' FOR UPDATE")
-			wantTimeout(t, stream(2))
+			block(t, "SELECT 1 FROM "+table+" WHERE message_id = 'big' FOR UPDATE")
+			wantCancelled(t, cancelBlocked(t, "INSERT INTO "+table+" (", stream(2)))
 			intact(t)
 		})
 		t.Run("at the first chunk", func(t *testing.T) {
 			block(t, "LOCK TABLE "+chunks+" IN SHARE MODE")
-			wantTimeout(t, stream(3))
+			wantCancelled(t, cancelBlocked(t, "INSERT INTO "+chunks, stream(3)))
 			intact(t)
 		})
 		t.Run("inline", func(t *testing.T) {
-			block(t, "SELECT 1 FROM "+pl.Table.Sanitize()+" WHERE message_id = 'small' FOR UPDATE")
-			_, err := timed.StoreData(ctx, "small", strings.NewReader("small v2"))
-			wantTimeout(t, err)
+			block(t, "SELECT 1 FROM "+table+" WHERE message_id = 'small' FOR UPDATE")
+			wantCancelled(t, cancelBlocked(t, "WITH gone AS (DELETE FROM "+chunks, func() error {
+				_, err := r.StoreData(ctx, "small", strings.NewReader("small v2"))
+				return err
+			}))
 			intact(t)
 		})
 	})

@@ -60,6 +60,9 @@ func TestMigrateAllResumes(t *testing.T) {
 	if res1.Migrated < 300 || res1.Migrated >= n || len(res1.Failed) != 0 {
 		t.Fatalf("first run: %+v", res1)
 	}
+	if got := calls.Load(); got != int64(res1.Migrated) {
+		t.Fatalf("Progress was called %d times for %d tenants migrated", got, res1.Migrated)
+	}
 	if v2 := rb.count(t, "SELECT count(*) FROM pgtenant.tenants WHERE version = $1", schema.CurrentVersion); v2 != res1.Migrated {
 		t.Fatalf("registry has %d tenants at the current version, first run migrated %d", v2, res1.Migrated)
 	}

@@ -136,6 +136,23 @@ func TestRetryPolicy(t *testing.T) {
 		}
 		conformance.MustRead(t, b, ctx, "unsent", []byte("v1"))
 	})
+	t.Run("never sent: at most 3 runs", func(t *testing.T) {
+		s, db := store(t, 2, closedLocally)
+		if err := s.Put(ctx, "third", []byte("v1")); err != nil {
+			t.Fatalf("Put after two unsent runs = %v, want the third run to store it", err)
+		}
+		if got := db.runs.Load(); got != 3 {
+			t.Fatalf("%d runs, want 3", got)
+		}
+		s, db = store(t, 3, closedLocally)
+		if err := s.Put(ctx, "never", []byte("v1")); err == nil {
+			t.Fatal("Put after three unsent runs succeeded")
+		}
+		if got := db.runs.Load(); got != 3 {
+			t.Fatalf("%d runs, want the limit of 3", got)
+		}
+		conformance.MustNotFind(t, b, ctx, "never")
+	})
 	t.Run("sent and lost: a write is not repeated", func(t *testing.T) {
 		s, db := store(t, 1, killed)
 		err := s.Put(ctx, "lost", []byte("v1"))

@@ -403,8 +403,12 @@ func TestRouterSharesOnePool(t *testing.T) {
 	if got := rb.serverConns(t); got <= one {
 		t.Fatalf("a WithX copy opened no pool of its own: %d server connections, %d before", got, one)
 	}
-	_ = r1.Close()
-	_ = r1.Close()
+	if err := r1.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := r1.Close(); err != nil {
+		t.Fatalf("second Close = %v, want nil", err)
+	}
 	conformance.MustStore(t, r2, ctx, "m", []byte("still open"))
 	if _, err := r1.StoreData(ctx, "m", strings.NewReader("x")); !errors.Is(err, tenant.ErrClosed) {
 		t.Fatalf("closed Router: %v", err)

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/schema"
@@ -51,7 +52,7 @@ func BenchmarkScale(b *testing.B) {
 				i := 0
 				for b.Loop() {
 					i++
-					if err := set.router.Provision(ctx, fmt.Sprintf("extra-%d-%d", b.N, i)); err != nil {
+					if err := set.router.Provision(ctx, fmt.Sprintf("extra-%d-%d", time.Now().UnixNano(), i)); err != nil {
 						b.Fatal(err)
 					}
 				}

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
+	"runtime"
+	"runtime/debug"
 	"testing"
 
 	"github.com/pgtenant/pgtenant/backend"
@@ -186,6 +188,11 @@ func TestStreaming256MiB(t *testing.T) {
 	}
 }
 
+// TestStreamingReaderSeesOneVersion replaces a large message at the one
+// moment that matters: after the reader has read the message row and
+// before it scans the pieces (a hook in the reader's transaction). The
+// reader's snapshot still returns the version it started with; under READ
+// COMMITTED the scan would find that version's pieces deleted.
 func TestStreamingReaderSeesOneVersion(t *testing.T) {
 	t.Parallel()
 	for _, c := range streamBackends(t, backend.DefaultMaxMessageSize) {
@@ -194,25 +201,29 @@ func TestStreamingReaderSeesOneVersion(t *testing.T) {
 			if _, err := c.b.StoreData(c.ctx, "v", bodyReader(1, size)); err != nil {
 				t.Fatal(err)
 			}
-			r, err := c.b.GetDataReader(c.ctx, "v")
+			replaced := 0
+			hooked := engine.WithBeforeChunkScan(c.ctx, func() {
+				replaced++
+				if replaced == 1 { // a large body replaces it, committed now
+					if _, err := c.b.StoreData(c.ctx, "v", bodyReader(2, size+chunk)); err != nil {
+						t.Error(err)
+					}
+				}
+			})
+			r, err := c.b.GetDataReader(hooked, "v")
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer r.Close()
-			first := make([]byte, 10)
-			if _, err := io.ReadFull(r, first); err != nil {
-				t.Fatal(err)
-			}
-			// Replace it while the reader is open: a large body, then a small one.
-			if _, err := c.b.StoreData(c.ctx, "v", bodyReader(2, size+chunk)); err != nil {
-				t.Fatal(err)
-			}
-			rest, err := io.ReadAll(r)
+			got, err := io.ReadAll(r)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("reading the version the reader started with: %v", err)
+			}
+			if replaced != 1 {
+				t.Fatalf("the hook ran %d times, want once", replaced)
 			}
 			want, _ := io.ReadAll(bodyReader(1, size))
-			if !bytes.Equal(append(first, rest...), want) {
+			if !bytes.Equal(got, want) {
 				t.Fatal("open reader returned bytes of another version")
 			}
 			mustMatch(t, c.b, c.ctx, "v", 2, size+chunk)
@@ -323,5 +334,42 @@ func TestStreamingReadersReleaseConnections(t *testing.T) {
 	}
 	if got := bb.pool.Stat().AcquiredConns(); got != 0 {
 		t.Fatalf("%d connections still acquired after 1000 closed readers", got)
+	}
+}
+
+// TestStreamingMemoryBounded stores and reads back a 64 MiB body through
+// the plain backend and through a router, and bounds the peak growth of
+// the Go heap over each round trip far below the body's size: a change that
+// buffers whole bodies fails it. It runs alone (not in parallel), with the
+// collector set to keep little garbage, so the heap is this test's.
+func TestStreamingMemoryBounded(t *testing.T) {
+	const size, bound = 64 << 20, 24 << 20
+	old := debug.SetGCPercent(10)
+	defer debug.SetGCPercent(old)
+	cases := streamBackends(t, backend.DefaultMaxMessageSize)
+	for _, c := range []streamCase{cases[0], cases[1]} { // backend and schema-per-tenant router
+		runtime.GC()
+		base := heapInUse()
+		h := startHeapSampler()
+		if n, err := c.b.StoreData(c.ctx, "big", bodyReader(64, size)); err != nil || n != size {
+			t.Fatalf("%s: StoreData = %d, %v", c.name, n, err)
+		}
+		w, err := c.b.GetDataWriter(c.ctx, "big-w")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := oddCopy(w, bodyReader(65, size)); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		mustMatch(t, c.b, c.ctx, "big", 64, size)
+		peak := h.Stop()
+		growth := int64(peak) - int64(base)
+		t.Logf("%s: peak heap growth %.1f MiB over a %d MiB round trip", c.name, float64(growth)/(1<<20), size>>20)
+		if growth > bound {
+			t.Errorf("%s: the heap grew by %.1f MiB, more than %d MiB, for a %d MiB body", c.name, float64(growth)/(1<<20), bound>>20, size>>20)
+		}
 	}
 }

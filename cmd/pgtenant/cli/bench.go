@@ -162,7 +162,7 @@ func benchOne(ctx context.Context, r *tenant.Router, ids []string, size, conc in
 	for w := range conc {
 		wg.Go(func() {
 			local := map[string][]time.Duration{}
-			for i := 0; time.Now().Before(deadline); i++ {
+			for i := 0; i == 0 || time.Now().Before(deadline); i++ { // at least one cycle per client
 				tctx := ctxs[rand.IntN(len(ctxs))]
 				id := fmt.Sprintf("b%d-%d", w, i)
 				t0 := time.Now()

@@ -41,8 +41,10 @@ const (
 )
 
 // NewServer starts a dedicated server that Stop stops with stopSignal
-// (FastShutdown or Crash); it is removed when t ends.
-func NewServer(t testing.TB, stopSignal string) *Server {
+// (FastShutdown or Crash); it is removed when t ends. settings are extra
+// server settings, "name=value" each (max_connections is 200 unless one of
+// them sets it).
+func NewServer(t testing.TB, stopSignal string, settings ...string) *Server {
 	t.Helper()
 	need(t)
 	port, err := freePort()
@@ -56,7 +58,7 @@ func NewServer(t testing.TB, stopSignal string) *Server {
 		postgres.WithUsername("postgres"),
 		postgres.WithPassword("postgres"),
 		postgres.BasicWaitStrategies(),
-		testcontainers.WithCmdArgs("-c", "max_connections=200"),
+		testcontainers.WithCmdArgs(serverArgs(settings)...),
 		testcontainers.WithConfigModifier(func(cfg *dockercontainer.Config) { cfg.StopSignal = stopSignal }),
 		testcontainers.WithHostConfigModifier(func(hc *dockercontainer.HostConfig) {
 			hc.PortBindings = network.PortMap{network.MustParsePort("5432/tcp"): {{HostPort: strconv.Itoa(port)}}}
@@ -81,6 +83,14 @@ func NewServer(t testing.TB, stopSignal string) *Server {
 	q.Set("search_path", "")
 	u.RawQuery = q.Encode()
 	return &Server{c: c, dsn: u.String()}
+}
+
+func serverArgs(settings []string) []string {
+	args := []string{"-c", "max_connections=200"}
+	for _, s := range settings {
+		args = append(args, "-c", s)
+	}
+	return args
 }
 
 // DSN returns the DSN of the server's database (search_path ”).
