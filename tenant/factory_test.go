@@ -198,3 +198,16 @@ func TestErrorsAreClassified(t *testing.T) {
 		}
 	}
 }
+
+func TestValidate(t *testing.T) {
+	for _, id := range []string{"acme", "Acme", "acme-corp.eu_1", "0", strings.Repeat("x", 128), "6f1c1f0e-3a5b-4c2d-9e8f-0a1b2c3d4e5f"} {
+		if err := Validate(id); err != nil {
+			t.Errorf("Validate(%q) = %v", id, err)
+		}
+	}
+	for _, id := range []string{"", "-acme", ".x", "a b", "a/b", "a\x00b", "ümlaut", strings.Repeat("x", 129), "a'; DROP TABLE x; --"} {
+		if err := Validate(id); !errors.Is(err, ErrInvalidTenant) {
+			t.Errorf("Validate(%q) = %v, want ErrInvalidTenant", id, err)
+		}
+	}
+}
