@@ -82,6 +82,7 @@ func TestBackendTableNames(t *testing.T) {
 		for _, name := range []string{
 			"data; DROP TABLE x", `da"ta`, "data--", "1data", "a.b.c", "pg_catalog.data", "", ".data",
 			strings.Repeat("t", 64), "dätä",
+			"pgtenant.tenants", "t_acme", "public.c_data", "m_data", "h_x.data", // names pgtenant derives or owns
 		} {
 			_, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName(name).Create()
 			if !errors.Is(err, schema.ErrInvalidName) {

@@ -21,6 +21,7 @@ import (
 	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
 	"github.com/pgtenant/pgtenant/internal/engine"
 	"github.com/pgtenant/pgtenant/internal/pg"
+	"github.com/pgtenant/pgtenant/internal/registry"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 	datastorage "schneider.vip/retryspool/storage/data"
@@ -82,14 +83,21 @@ func plainStore(b *testing.B, table string) *engine.Store {
 	})
 }
 
-// tenantStore is the engine under one tenant of a Router whose pool is
-// pool, compiled the way the router compiles it but without its guard.
-func tenantStore(b *testing.B, r *tenant.Router, db pg.DB, id string, mode pgx.QueryExecMode) *engine.Store {
+// tenantStore is the engine under one tenant of a bench Router whose pool
+// is db: with guarded, the Router's own statements (the same SQL text, so
+// they share prepared statements); without, the same tables without the
+// registry guard.
+func tenantStore(b *testing.B, r *tenant.Router, db pg.DB, id string, mode pgx.QueryExecMode, guarded bool) *engine.Store {
 	loc, err := r.Locate(id)
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := engine.NewStore(db, engine.Target{Table: loc.Table, Partition: loc.Partition}, engine.Options{Mode: mode})
+	t := engine.Target{Table: loc.Table, Partition: loc.Partition}
+	if guarded {
+		args := []any{benchLayout(loc.Mode).Store(), id}
+		t.Guard = &engine.Guard{Read: registry.ReadGuard, Write: registry.WriteGuard, Args: args}
+	}
+	s, err := engine.NewStore(db, t, engine.Options{Mode: mode})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -339,6 +347,15 @@ type routerSet struct {
 	ctxs   []context.Context
 }
 
+// benchLayout is the layout of benchFactory's Routers.
+func benchLayout(mode schema.Isolation) schema.Layout {
+	l, err := schema.NewLayout(mode, "bench_"+fmt.Sprint(int(mode)), fmt.Sprintf("bench_tables_%d", int(mode)))
+	if err != nil {
+		panic(err) // fixed, valid names
+	}
+	return l
+}
+
 func benchFactory(dsn string, mode schema.Isolation) *tenant.Factory {
 	return tenant.NewFactory(dsn).WithIsolation(mode).WithConnectionLimits(benchClients, benchClients).
 		WithTableName("bench_" + fmt.Sprint(int(mode))).WithTableSchema(fmt.Sprintf("bench_tables_%d", int(mode)))
@@ -422,6 +439,16 @@ func warm(b *testing.B, set *routerSet, n int, m pgx.QueryExecMode, k int) {
 		_, err := r.StoreData(tenant.WithTenant(ctx, id), "warm", bytes.NewReader(nil)) // caches the tenant
 		return err
 	})
+	warmStores(b, set, k, func(db pg.DB, i int) *engine.Store {
+		return tenantStore(b, r, db, fmt.Sprintf("tenant-%05d", i), m, true)
+	})
+}
+
+// warmStores has every connection of the set's pool run a cycle through
+// the stores made by store for the first k tenants, so that their
+// statements are prepared on every connection.
+func warmStores(b *testing.B, set *routerSet, k int, store func(db pg.DB, i int) *engine.Store) {
+	ctx := context.Background()
 	conns := make([]*pgxpool.Conn, 0, benchClients)
 	for len(conns) < benchClients {
 		c, err := set.pool.Acquire(ctx)
@@ -437,7 +464,7 @@ func warm(b *testing.B, set *routerSet, n int, m pgx.QueryExecMode, k int) {
 		wg.Go(func() {
 			defer c.Release()
 			for i := range k {
-				s := tenantStore(b, r, c, fmt.Sprintf("tenant-%05d", i), m)
+				s := store(c, i)
 				if s.Target().Partition != "" {
 					return // one statement set for all tenants: nothing to warm
 				}
@@ -482,7 +509,7 @@ func BenchmarkRouterCycle(b *testing.B) {
 				plain := plainBackend(b, "bench_router_base")
 				stores := make([]*engine.Store, n)
 				for i := range stores {
-					stores[i] = tenantStore(b, set.router, set.pool, fmt.Sprintf("tenant-%05d", i), pgx.QueryExecModeCacheStatement)
+					stores[i] = tenantStore(b, set.router, set.pool, fmt.Sprintf("tenant-%05d", i), pgx.QueryExecModeCacheStatement, true)
 				}
 				compareRounds(b, []string{"plain", "router", "stores"}, []func(w, i int) error{
 					func(w, i int) error { return cycle(ctx, plain, "p"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body) },
@@ -490,15 +517,7 @@ func BenchmarkRouterCycle(b *testing.B) {
 						return cycle(set.ctxs[rand.IntN(len(set.ctxs))], set.router, "r"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body)
 					},
 					func(w, i int) error {
-						s := stores[rand.IntN(n)]
-						id := "s" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
-						if err := s.Put(ctx, id, body); err != nil {
-							return err
-						}
-						if _, err := s.Get(ctx, id); err != nil {
-							return err
-						}
-						return s.Delete(ctx, id)
+						return storeCycle(ctx, stores[rand.IntN(n)], "s"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body)
 					},
 				})
 			})

@@ -96,7 +96,7 @@ func backendLife(b *testing.B, set *routerSet, k int, mode pgx.QueryExecMode, bo
 	}
 	defer conn.Close(ctx)
 	for i := range k {
-		s := tenantStore(b, set.router, conn, fmt.Sprintf("tenant-%05d", i), mode)
+		s := tenantStore(b, set.router, conn, fmt.Sprintf("tenant-%05d", i), mode, true)
 		if err := s.Put(ctx, "life", body); err != nil {
 			b.Fatal(err)
 		}

@@ -202,14 +202,14 @@ func TestStreamingReaderSeesOneVersion(t *testing.T) {
 				t.Fatal(err)
 			}
 			replaced := 0
-			hooked := engine.WithBeforeChunkScan(c.ctx, func() {
+			hooked := engine.WithChunkScanHooks(c.ctx, func() {
 				replaced++
 				if replaced == 1 { // a large body replaces it, committed now
 					if _, err := c.b.StoreData(c.ctx, "v", bodyReader(2, size+chunk)); err != nil {
 						t.Error(err)
 					}
 				}
-			})
+			}, nil)
 			r, err := c.b.GetDataReader(hooked, "v")
 			if err != nil {
 				t.Fatal(err)

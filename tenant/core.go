@@ -85,12 +85,14 @@ func (c *core) close() {
 }
 
 // compile returns the Store of the tenant placed at p without touching the
-// database. Writes to a shared table carry the registry's guard.
+// database. Every statement carries the registry's guard, so a tombstoned
+// tenant has no data and takes no write on any host, whether or not its
+// drop finished; writes keep their usage in the tenant's registry row.
 func (c *core) compile(id string, p schema.Placement) (*engine.Store, error) {
-	t := engine.Target{Table: p.Table, Partition: p.Partition}
-	if p.Shared() {
-		t.Guard = &engine.Guard{SQL: registry.ActiveGuard, Args: c.reg.GuardArgs(id)}
-	}
+	args := c.reg.GuardArgs(id)
+	t := engine.Target{Table: p.Table, Partition: p.Partition,
+		Guard:   &engine.Guard{Read: registry.ReadGuard, Write: registry.WriteGuard, Args: args},
+		Account: &engine.Account{LockSQL: registry.UsageLockSQL, SetSQL: registry.UsageSetSQL, AddSQL: registry.UsageAddSQL, Args: args}}
 	return engine.NewStore(c.pool, t, c.opts)
 }
 

@@ -265,13 +265,19 @@ func (f *Factory) OpenRouter(ctx context.Context) (*Router, error) {
 	return &Router{core: s.core, release: func() { f.release(s) }}, nil
 }
 
+// release gives back one Router's reference; the last one closes the core,
+// outside the lock, so that opening a Router of this Factory never waits
+// for a pool to close.
 func (f *Factory) release(s *sharedCore) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	s.refs--
+	var last *core
 	if s.refs == 0 {
-		s.core.close()
-		s.core = nil
+		last, s.core = s.core, nil
+	}
+	s.mu.Unlock()
+	if last != nil {
+		last.close()
 	}
 }
 

@@ -27,6 +27,44 @@ type Router struct {
 	release   func()
 	closed    atomic.Bool
 	closeOnce sync.Once
+
+	mu      sync.Mutex
+	next    uint64
+	streams map[uint64]context.CancelCauseFunc // open streams, ended by Close
+}
+
+// track returns a context for an operation that may outlast a quick call
+// (StoreData, a reader, a writer), which Close ends with ErrClosed, and the
+// function to call when the operation is over.
+func (r *Router) track(ctx context.Context) (context.Context, func()) {
+	sctx, cancel := context.WithCancelCause(ctx)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed.Load() {
+		cancel(ErrClosed)
+		return sctx, func() {}
+	}
+	if r.streams == nil {
+		r.streams = map[uint64]context.CancelCauseFunc{}
+	}
+	r.next++
+	key := r.next
+	r.streams[key] = cancel
+	return sctx, func() {
+		r.mu.Lock()
+		delete(r.streams, key)
+		r.mu.Unlock()
+		cancel(nil)
+	}
+}
+
+// closedErr puts ErrClosed in the chain of an error caused by Close ending
+// the operation's context.
+func closedErr(ctx context.Context, err error) error {
+	if err != nil && !errors.Is(err, ErrClosed) && errors.Is(context.Cause(ctx), ErrClosed) {
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return err
 }
 
 var _ datastorage.Backend = (*Router)(nil)
@@ -118,8 +156,10 @@ func (r *Router) StoreData(ctx context.Context, messageID string, data io.Reader
 		return 0, err
 	}
 	defer release()
-	n, err = r.writer(ctx, id, messageID).StoreFrom(data)
-	return n, r.writeErr(id, err)
+	sctx, done := r.track(ctx)
+	defer done()
+	n, err = r.writer(sctx, id, messageID).StoreFrom(data)
+	return n, closedErr(sctx, r.writeErr(id, err))
 }
 
 // GetDataReader returns a reader over the tenant's body stored under
@@ -135,18 +175,21 @@ func (r *Router) GetDataReader(ctx context.Context, messageID string) (io.ReadCl
 		r.core.obs.op(ctx, "read", id, start, err)
 		return nil, err
 	}
+	sctx, untrack := r.track(ctx)
 	var rc io.ReadCloser
 	err = r.read(id, func(s *engine.Store) error {
 		var err error
-		rc, err = s.Reader(ctx, messageID)
+		rc, err = s.Reader(sctx, messageID)
 		return err
 	})
 	if err != nil {
+		untrack()
 		release()
+		err = closedErr(sctx, err)
 		r.core.obs.op(ctx, "read", id, start, err)
 		return nil, err
 	}
-	return &routerReader{ReadCloser: rc, release: release, done: func(n int64, err error) {
+	return &routerReader{ReadCloser: rc, ctx: sctx, release: func() { untrack(); release() }, done: func(n int64, err error) {
 		r.core.obs.op(ctx, "read", id, start, err)
 		r.core.obs.bytesOut.Add(ctx, n, r.core.obs.attrs(id))
 	}}, nil
@@ -168,7 +211,9 @@ func (r *Router) GetDataWriter(ctx context.Context, messageID string) (io.WriteC
 		r.core.obs.op(ctx, "write", id, start, err)
 		return nil, err
 	}
-	return &routerWriter{StreamWriter: r.writer(ctx, id, messageID), r: r, id: id, release: release,
+	sctx, untrack := r.track(ctx)
+	return &routerWriter{StreamWriter: r.writer(sctx, id, messageID), ctx: sctx, r: r, id: id,
+		release: func() { untrack(); release() },
 		done: func(n int64, err error) {
 			r.core.obs.op(ctx, "write", id, start, err)
 			if err == nil {
@@ -287,10 +332,22 @@ func (r *Router) PoolStats() PoolStats {
 }
 
 // Close releases the Router; the last Router of a Factory value closes the
-// pool unless it came from WithPool. Close is idempotent.
+// pool unless it came from WithPool. Readers and writers still open, and
+// StoreData calls in flight, are ended first: their transactions roll back
+// (the old version of a message being written stays), their connections go
+// back to the pool, and their next Read, Write or Close fails with
+// ErrClosed. So Close returns within the time a rollback takes, bounded by
+// 5 s per connection for a server that does not answer. Close is
+// idempotent.
 func (r *Router) Close() error {
 	r.closeOnce.Do(func() {
+		r.mu.Lock()
 		r.closed.Store(true)
+		for _, cancel := range r.streams {
+			cancel(ErrClosed)
+		}
+		r.streams = nil
+		r.mu.Unlock()
 		r.release()
 	})
 	return nil
@@ -299,6 +356,7 @@ func (r *Router) Close() error {
 // routerWriter maps write errors the way StoreData does.
 type routerWriter struct {
 	*engine.StreamWriter
+	ctx     context.Context
 	r       *Router
 	id      string
 	release func()
@@ -308,12 +366,12 @@ type routerWriter struct {
 
 func (w *routerWriter) Write(p []byte) (int, error) {
 	n, err := w.StreamWriter.Write(p)
-	return n, w.r.writeErr(w.id, err)
+	return n, closedErr(w.ctx, w.r.writeErr(w.id, err))
 }
 
 func (w *routerWriter) Close() error {
 	defer w.release()
-	err := w.r.writeErr(w.id, w.StreamWriter.Close())
+	err := closedErr(w.ctx, w.r.writeErr(w.id, w.StreamWriter.Close()))
 	if !w.closed {
 		w.closed = true
 		w.done(w.Len(), err)
@@ -325,6 +383,7 @@ func (w *routerWriter) Close() error {
 // Close.
 type routerReader struct {
 	io.ReadCloser
+	ctx     context.Context
 	release func()
 	done    func(n int64, err error)
 	n       int64
@@ -334,6 +393,7 @@ type routerReader struct {
 
 func (r *routerReader) Read(p []byte) (int, error) {
 	n, err := r.ReadCloser.Read(p)
+	err = closedErr(r.ctx, err)
 	r.n += int64(n)
 	if err != nil && err != io.EOF && r.err == nil {
 		r.err = err

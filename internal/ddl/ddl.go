@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/internal/pg"
@@ -121,4 +122,22 @@ var nameEncoding = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPa
 func hashName(s string) string {
 	sum := sha256.Sum256([]byte(s))
 	return nameEncoding.EncodeToString(sum[:])
+}
+
+// WithoutAssignments returns sql without the assignments of its SET
+// clauses ("col = value" is not an operator): tests use it to look for
+// unqualified operators.
+func WithoutAssignments(sql string) string {
+	for {
+		i := strings.Index(sql, " SET ")
+		if i < 0 {
+			return sql
+		}
+		rest := sql[i+5:]
+		j := strings.Index(rest, " WHERE ")
+		if j < 0 {
+			return sql[:i]
+		}
+		sql = sql[:i] + rest[j:]
+	}
 }

@@ -3,8 +3,10 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,10 +38,8 @@ type Options struct {
 	ChunkSize int
 	// MaxBytes and MaxMessages, when positive, bound the target's total
 	// body bytes and number of messages: a write that would exceed either
-	// fails with ErrQuotaExceeded and stores nothing. The check reads the
-	// target's committed usage (a scan of its sizes) before the write
-	// commits; concurrent writes to one target can each pass it, so the
-	// bound can be overshot by the writes in flight.
+	// fails with ErrQuotaExceeded and stores nothing. They need the
+	// Target's Account, which keeps the usage exact across hosts.
 	MaxBytes, MaxMessages int64
 }
 
@@ -50,17 +50,38 @@ type Target struct {
 	// Partition, when not empty, confines the Store to the rows whose
 	// schema.TenantColumn equals it, in a table created with shared=true.
 	Partition string
-	// Guard, when not nil, is a condition every write must meet; a write
-	// that does not meet it stores nothing and returns ErrGuardFailed.
+	// Guard, when not nil, is a condition every statement carries: a write
+	// that does not meet it stores nothing and returns ErrGuardFailed, and
+	// a read or delete finds nothing.
 	Guard *Guard
+	// Account, when not nil, keeps the target's usage in a row of its own,
+	// which every write locks when quotas are set (Options.MaxBytes,
+	// Options.MaxMessages).
+	Account *Account
 }
 
-// Guard is a write condition. SQL returns a boolean SQL expression whose
-// parameters are numbered from first on, bound to Args in order. It must be
-// built from validated, quoted identifiers only.
+// Guard is a condition on the target's owner. Read and Write return a
+// boolean SQL expression whose parameters are numbered from first on, bound
+// to Args in order; Write's may lock what it reads until the write
+// commits. Both must be built from validated, quoted identifiers only.
 type Guard struct {
-	SQL  func(first int) string
-	Args []any
+	Read, Write func(first int) string
+	Args        []any
+}
+
+// Account names the statements on the row that keeps a target's usage.
+// Their parameters are Args, then their own.
+type Account struct {
+	// LockSQL returns the usage (bytes, messages; NULLs when not counted
+	// yet) and locks it until the transaction ends; no row when the owner
+	// refuses writes.
+	LockSQL string
+	// SetSQL sets the usage to the bytes and messages that follow Args.
+	SetSQL string
+	// AddSQL adds the bytes and messages that follow Args to a counted
+	// usage.
+	AddSQL string
+	Args   []any
 }
 
 // Store moves message bodies in and out of one Target. It is safe for
@@ -76,11 +97,12 @@ type Store struct {
 	maxMsgs   int64
 
 	// Parameters: the partition value (if any) first, then the message id
-	// ($k), then the statement's own.
+	// ($k), then the statement's own, then the guard's.
 	upsertSQL, getSQL, deleteSQL                   string
 	chunkInsertSQL, chunkedUpsertSQL, chunkScanSQL string
-	chunkCleanSQL, usageSQL, probeSQL              string
+	chunkCleanSQL, probeSQL                        string
 	statsSQL, purgeSQL                             string
+	sizeSQL, countSQL                              string
 }
 
 // eq is the equality operator, qualified.
@@ -100,8 +122,12 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 	if o.ChunkSize <= 0 {
 		o.ChunkSize = DefaultChunkSize
 	}
+	quota := o.MaxBytes > 0 || o.MaxMessages > 0
+	if quota && t.Account == nil {
+		return nil, errors.New("pgtenant: quotas need a usage account")
+	}
 	s := &Store{db: db, mode: o.Mode, target: t, maxSize: o.MaxMessageSize, chunkSize: o.ChunkSize,
-		quota: o.MaxBytes > 0 || o.MaxMessages > 0, maxBytes: o.MaxBytes, maxMsgs: o.MaxMessages}
+		quota: quota, maxBytes: o.MaxBytes, maxMsgs: o.MaxMessages}
 	q, c := t.Table.Sanitize(), t.Table.Chunks().Sanitize()
 	// p(i) numbers the statement's own parameters after the key.
 	key, keyCols, part, conflict, k := "", "", "", "message_id", 1
@@ -111,11 +137,18 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 	}
 	where := part + "message_id" + eq + fmt.Sprintf("$%d", k)
 	p := func(i int) string { return fmt.Sprintf("$%d", k+i) }
+	// read and write return the guard's condition for a statement with n
+	// parameters of its own, preceded by AND.
+	read, write := func(int) string { return "" }, func(int) string { return "" }
+	if g := t.Guard; g != nil {
+		read = func(n int) string { return " AND " + g.Read(k+n+1) }
+		write = func(n int) string { return " AND " + g.Write(k+n+1) }
+	}
 	idv := fmt.Sprintf("$%d::VARCHAR", k)
-	upsert := func(vals string, nparams int) string {
+	upsert := func(vals string, n int) string {
 		source := "VALUES (" + vals + ")"
 		if t.Guard != nil {
-			source = "SELECT " + vals + " WHERE " + t.Guard.SQL(k+nparams+1)
+			source = "SELECT " + vals + " WHERE true" + write(n)
 		}
 		// The timestamp is computed in the VALUES list and taken from
 		// EXCLUDED (Citus refuses non-immutable functions in DO UPDATE
@@ -124,8 +157,9 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 			" ON CONFLICT (" + conflict + ") DO UPDATE SET data = EXCLUDED.data, size = EXCLUDED.size," +
 			" updated = EXCLUDED.updated, chunked_version = EXCLUDED.chunked_version"
 	}
-	// An inline write also removes the pieces of an earlier large version.
-	s.upsertSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + ") " +
+	// An inline write also removes the pieces of an earlier large version
+	// (the CTE runs after the INSERT, so the message row is locked first).
+	s.upsertSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + read(2) + ") " +
 		upsert(key+idv+", "+p(1)+"::pg_catalog.bytea, "+p(2)+"::BIGINT, pg_catalog.now(), pg_catalog.now(), NULL::BIGINT", 2)
 	s.chunkedUpsertSQL = upsert(key+idv+", ''::pg_catalog.bytea, "+p(1)+"::BIGINT, pg_catalog.now(), pg_catalog.now(), "+p(2)+"::BIGINT", 2)
 	s.chunkInsertSQL = "INSERT INTO " + c + " (" + keyCols + "message_id, version, seq, data) VALUES (" +
@@ -136,20 +170,24 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 	// runs after its INSERT), so writers of one message never deadlock.
 	s.probeSQL = "SELECT FROM " + c + " LIMIT 0"
 	s.chunkScanSQL = "SELECT data FROM " + c + " WHERE " + where + " AND version" + eq + p(1) + " ORDER BY seq"
-	s.getSQL = "SELECT data, size, chunked_version FROM " + q + " WHERE " + where
-	s.usageSQL = "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(size), 0)::BIGINT FROM " + q +
-		" WHERE " + part + "message_id OPERATOR(pg_catalog.<>) " + idv
-	s.deleteSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + ") DELETE FROM " + q + " WHERE " + where
-	partOnly := ""
+	s.getSQL = "SELECT data, size, chunked_version FROM " + q + " WHERE " + where + read(0)
+	s.sizeSQL = "SELECT size FROM " + q + " WHERE " + where
+	s.deleteSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + read(0) + ") DELETE FROM " + q + " WHERE " + where + read(0) +
+		" RETURNING size"
+	partOnly := "true"
 	if t.Partition != "" {
-		partOnly = " WHERE " + schema.TenantColumn + eq + "$1"
+		partOnly = schema.TenantColumn + eq + "$1"
 	}
+	// Statements on the whole target have no message id: their own
+	// parameters start at $k.
+	k--
+	s.countSQL = "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(size), 0)::BIGINT FROM " + q + " WHERE " + partOnly
 	s.statsSQL = "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(size), 0)::BIGINT, pg_catalog.min(created), pg_catalog.max(created) FROM " +
-		q + partOnly
+		q + " WHERE " + partOnly + read(0)
 	// Purge: the oldest batch by the updated index, then their pieces.
 	match := "m.message_id" + eq + "v.message_id"
 	cmatch := "c.message_id" + eq + "v.message_id"
-	keyList, returned := "message_id", "m.message_id"
+	keyList, returned := "message_id", "m.message_id, m.size"
 	if t.Partition != "" {
 		match += " AND m." + schema.TenantColumn + eq + "v." + schema.TenantColumn
 		cmatch += " AND c." + schema.TenantColumn + eq + "v." + schema.TenantColumn
@@ -157,9 +195,9 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 		returned += ", m." + schema.TenantColumn
 	}
 	s.purgeSQL = "WITH v AS (DELETE FROM " + q + " m USING (SELECT " + keyList + " FROM " + q + " WHERE " + part +
-		"updated OPERATOR(pg_catalog.<) " + p(0) + " ORDER BY updated LIMIT " + p(1) + ") v WHERE " + match +
+		"updated OPERATOR(pg_catalog.<) " + p(1) + read(2) + " ORDER BY updated LIMIT " + p(2) + ") v WHERE " + match +
 		" RETURNING " + returned + "), " +
-		"gone AS (DELETE FROM " + c + " c USING v WHERE " + cmatch + ") SELECT pg_catalog.count(*) FROM v"
+		"gone AS (DELETE FROM " + c + " c USING v WHERE " + cmatch + ") SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(v.size), 0)::BIGINT FROM v"
 	return s, nil
 }
 
@@ -175,7 +213,7 @@ func (s *Store) Target() Target { return s.target }
 // args returns the statement arguments: the exec mode, the partition value
 // if any, then rest.
 func (s *Store) args(rest ...any) []any {
-	a := make([]any, 0, 2+len(rest))
+	a := make([]any, 0, 4+len(rest))
 	a = append(a, s.mode)
 	if s.target.Partition != "" {
 		a = append(a, s.target.Partition)
@@ -183,24 +221,70 @@ func (s *Store) args(rest ...any) []any {
 	return append(a, rest...)
 }
 
-// checkQuota fails with ErrQuotaExceeded if storing size bytes under id
-// would take the target over its bounds (the message's current version does
-// not count: it is being replaced).
-func (s *Store) checkQuota(ctx context.Context, q pg.DB, id string, size int64) error {
-	if !s.quota {
-		return nil
+// guarded returns args(rest...) followed by the guard's arguments.
+func (s *Store) guarded(rest ...any) []any {
+	a := s.args(rest...)
+	if s.target.Guard != nil {
+		a = append(a, s.target.Guard.Args...)
 	}
-	var msgs, bytes int64
-	if err := q.QueryRow(ctx, s.usageSQL, s.args(id)...).Scan(&msgs, &bytes); err != nil {
+	return a
+}
+
+// reserve locks the target's usage row in tx and records the write of
+// size bytes under id in it, or fails with ErrQuotaExceeded when that
+// would take the target over its bounds (the message's current version
+// does not count: it is being replaced). A usage not counted yet is
+// counted first, once. Every quota write of the target holds the lock
+// until it commits, on every host: the bounds are exact. No usage row
+// means the owner refuses writes: ErrGuardFailed.
+func (s *Store) reserve(ctx context.Context, tx pgx.Tx, id string, size int64) error {
+	a := s.target.Account
+	var bytes, msgs *int64
+	if err := tx.QueryRow(ctx, a.LockSQL, a.Args...).Scan(&bytes, &msgs); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrGuardFailed
+		}
 		return translate(err)
 	}
-	if s.maxMsgs > 0 && msgs+1 > s.maxMsgs {
-		return fmt.Errorf("%w: %d messages stored, at most %d allowed", ErrQuotaExceeded, msgs, s.maxMsgs)
+	var old *int64
+	if err := tx.QueryRow(ctx, s.sizeSQL, s.args(id)...).Scan(&old); err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return translate(err)
 	}
-	if s.maxBytes > 0 && bytes+size > s.maxBytes {
-		return fmt.Errorf("%w: %d + %d bytes, at most %d allowed", ErrQuotaExceeded, bytes, size, s.maxBytes)
+	if bytes == nil || msgs == nil {
+		var b, m int64
+		if err := tx.QueryRow(ctx, s.countSQL, s.args()...).Scan(&m, &b); err != nil {
+			return translate(err)
+		}
+		bytes, msgs = &b, &m
 	}
-	return nil
+	newBytes, newMsgs := *bytes+size, *msgs+1
+	if old != nil {
+		newBytes, newMsgs = newBytes-*old, *msgs
+	}
+	if s.maxMsgs > 0 && newMsgs > s.maxMsgs {
+		return fmt.Errorf("%w: %d messages stored, at most %d allowed", ErrQuotaExceeded, *msgs, s.maxMsgs)
+	}
+	if s.maxBytes > 0 && newBytes > s.maxBytes {
+		return fmt.Errorf("%w: %d bytes would be stored, at most %d allowed", ErrQuotaExceeded, newBytes, s.maxBytes)
+	}
+	_, err := tx.Exec(ctx, a.SetSQL, append(slices.Clone(a.Args), newBytes, newMsgs)...)
+	return translate(err)
+}
+
+// release records in tx that n messages of bytes in all left the target.
+func (s *Store) release(ctx context.Context, tx pgx.Tx, n, bytes int64) error {
+	if n == 0 {
+		return nil
+	}
+	a := s.target.Account
+	_, err := tx.Exec(ctx, a.AddSQL, append(slices.Clone(a.Args), -bytes, -n)...)
+	return translate(err)
+}
+
+// inTx runs fn in a transaction on the Store's database, translating the
+// errors of its begin and commit.
+func (s *Store) inTx(ctx context.Context, fn func(pgx.Tx) error) error {
+	return translate(pgx.BeginFunc(ctx, s.db, fn))
 }
 
 // Put stores data under id, replacing any earlier version atomically. A nil
@@ -218,18 +302,9 @@ func (s *Store) Put(ctx context.Context, id string, data []byte) error {
 	if data == nil {
 		data = []byte{} // nil would be NULL
 	}
-	args := s.args(id, data, int64(len(data)))
-	if s.target.Guard != nil {
-		args = append(args, s.target.Guard.Args...)
-	}
-	return retry(ctx, writes, func() error {
-		if err := ctx.Err(); err != nil {
-			return err
-		}
-		if err := s.checkQuota(ctx, s.db, id, int64(len(data))); err != nil {
-			return err
-		}
-		tag, err := s.db.Exec(ctx, s.upsertSQL, args...)
+	args := s.guarded(id, data, int64(len(data)))
+	upsert := func(db pg.DB) error {
+		tag, err := db.Exec(ctx, s.upsertSQL, args...)
 		if err != nil {
 			return translate(err)
 		}
@@ -237,6 +312,20 @@ func (s *Store) Put(ctx context.Context, id string, data []byte) error {
 			return ErrGuardFailed
 		}
 		return nil
+	}
+	return retry(ctx, writes, func() error {
+		if err := context.Cause(ctx); err != nil {
+			return err
+		}
+		if !s.quota {
+			return upsert(s.db)
+		}
+		return s.inTx(ctx, func(tx pgx.Tx) error {
+			if err := s.reserve(ctx, tx, id, int64(len(data))); err != nil {
+				return err
+			}
+			return upsert(tx)
+		})
 	})
 }
 
@@ -258,15 +347,31 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 	if err := ValidateMessageID(id); err != nil {
 		return err
 	}
+	del := func(db pg.DB) (int64, error) {
+		var size int64
+		if err := db.QueryRow(ctx, s.deleteSQL, s.guarded(id)...).Scan(&size); err != nil {
+			if errors.Is(err, pgx.ErrNoRows) {
+				return 0, errNotFound(id)
+			}
+			return 0, translate(err)
+		}
+		return size, nil
+	}
 	return retry(ctx, writes, func() error {
-		tag, err := s.db.Exec(ctx, s.deleteSQL, s.args(id)...)
-		if err != nil {
-			return translate(err)
+		if !s.quota {
+			_, err := del(s.db)
+			return err
 		}
-		if tag.RowsAffected() == 0 {
-			return errNotFound(id)
-		}
-		return nil
+		return s.inTx(ctx, func(tx pgx.Tx) error {
+			if _, err := tx.Exec(ctx, s.target.Account.LockSQL, s.target.Account.Args...); err != nil {
+				return translate(err)
+			}
+			size, err := del(tx)
+			if err != nil {
+				return err
+			}
+			return s.release(ctx, tx, 1, size)
+		})
 	})
 }
 
@@ -334,7 +439,7 @@ func (s *Store) Stats(ctx context.Context) (Stats, error) {
 		st             Stats
 		oldest, newest *time.Time
 	)
-	err := s.db.QueryRow(ctx, s.statsSQL, s.args()...).Scan(&st.Messages, &st.Bytes, &oldest, &newest)
+	err := s.db.QueryRow(ctx, s.statsSQL, s.guarded()...).Scan(&st.Messages, &st.Bytes, &oldest, &newest)
 	if err != nil {
 		return Stats{}, translate(err)
 	}
@@ -354,8 +459,25 @@ const PurgeBatch = 1000
 func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
 	for {
-		var n int64
-		if err := s.db.QueryRow(ctx, s.purgeSQL, s.args(before, PurgeBatch)...).Scan(&n); err != nil {
+		var n, bytes int64
+		batch := func(db pg.DB) error {
+			return db.QueryRow(ctx, s.purgeSQL, s.guarded(before, PurgeBatch)...).Scan(&n, &bytes)
+		}
+		var err error
+		if s.quota {
+			err = s.inTx(ctx, func(tx pgx.Tx) error {
+				if _, err := tx.Exec(ctx, s.target.Account.LockSQL, s.target.Account.Args...); err != nil {
+					return err
+				}
+				if err := batch(tx); err != nil {
+					return err
+				}
+				return s.release(ctx, tx, n, bytes)
+			})
+		} else {
+			err = batch(s.db)
+		}
+		if err != nil {
 			return total, translate(err)
 		}
 		total += n

@@ -128,7 +128,7 @@ func (w *StreamWriter) StoreFrom(r io.Reader) (int64, error) {
 // flush writes the full buffer as the next chunk, starting the transaction
 // first if needed.
 func (w *StreamWriter) flush() error {
-	if err := w.ctx.Err(); err != nil {
+	if err := context.Cause(w.ctx); err != nil {
 		return err
 	}
 	if !w.started() {
@@ -269,7 +269,7 @@ func (w *StreamWriter) Close() error {
 }
 
 func (w *StreamWriter) commit() error {
-	if err := w.ctx.Err(); err != nil {
+	if err := context.Cause(w.ctx); err != nil {
 		return err
 	}
 	tx, err := w.current()
@@ -277,14 +277,12 @@ func (w *StreamWriter) commit() error {
 		return err
 	}
 	s := w.s
-	if err := s.checkQuota(w.ctx, tx, w.id, w.n); err != nil {
-		return err
+	if s.quota {
+		if err := s.reserve(w.ctx, tx, w.id, w.n); err != nil {
+			return err
+		}
 	}
-	args := s.args(w.id, w.n, w.version)
-	if s.target.Guard != nil {
-		args = append(args, s.target.Guard.Args...)
-	}
-	tag, err := tx.Exec(w.ctx, s.chunkedUpsertSQL, args...)
+	tag, err := tx.Exec(w.ctx, s.chunkedUpsertSQL, s.guarded(w.id, w.n, w.version)...)
 	if err != nil {
 		return translate(err)
 	}
@@ -323,7 +321,7 @@ func (s *Store) Reader(ctx context.Context, id string) (io.ReadCloser, error) {
 			size    int64
 			version *int64
 		)
-		err := translate(s.db.QueryRow(ctx, s.getSQL, s.args(id)...).Scan(&data, &size, &version))
+		err := translate(s.db.QueryRow(ctx, s.getSQL, s.guarded(id)...).Scan(&data, &size, &version))
 		switch {
 		case err != nil:
 			return err
@@ -350,7 +348,7 @@ func (s *Store) chunkReader(ctx context.Context, id string) (io.ReadCloser, erro
 		size    int64
 		version *int64
 	)
-	if err := tx.QueryRow(ctx, s.getSQL, s.args(id)...).Scan(&data, &size, &version); err != nil {
+	if err := tx.QueryRow(ctx, s.getSQL, s.guarded(id)...).Scan(&data, &size, &version); err != nil {
 		rollback(ctx, tx)
 		return nil, translate(err)
 	}
@@ -358,13 +356,17 @@ func (s *Store) chunkReader(ctx context.Context, id string) (io.ReadCloser, erro
 		rollback(ctx, tx)
 		return NewBytesReader(data), nil
 	}
-	if hook, ok := ctx.Value(beforeChunkScanKey{}).(func()); ok {
-		hook()
+	hooks, _ := ctx.Value(chunkScanKey{}).(chunkScanHooks)
+	if hooks.before != nil {
+		hooks.before()
 	}
 	rows, err := tx.Query(ctx, s.chunkScanSQL, s.args(id, *version)...)
 	if err != nil {
 		rollback(ctx, tx)
 		return nil, translate(err)
+	}
+	if hooks.after != nil {
+		hooks.after()
 	}
 	r := &chunkReader{ctx: ctx, tx: tx, rows: rows, size: size}
 	// The callback may run at once, in its own goroutine, if ctx is done
@@ -390,13 +392,17 @@ func rollback(ctx context.Context, tx pgx.Tx) {
 	_ = tx.Rollback(rctx)
 }
 
-type beforeChunkScanKey struct{}
+type chunkScanKey struct{}
 
-// WithBeforeChunkScan returns a context whose chunked reads call hook
+type chunkScanHooks struct{ before, after func() }
+
+// WithChunkScanHooks returns a context whose chunked reads call before
 // between reading the message row and scanning its pieces, inside the
-// reader's transaction: tests use it to change the message at that moment.
-func WithBeforeChunkScan(ctx context.Context, hook func()) context.Context {
-	return context.WithValue(ctx, beforeChunkScanKey{}, hook)
+// reader's transaction, and after once the scan has started, before the
+// reader watches its context. Tests use them to change the message, or to
+// end the context, at exactly those moments. Either may be nil.
+func WithChunkScanHooks(ctx context.Context, before, after func()) context.Context {
+	return context.WithValue(ctx, chunkScanKey{}, chunkScanHooks{before, after})
 }
 
 // chunkReader streams a chunked body; see Store.Reader.
@@ -415,6 +421,12 @@ type chunkReader struct {
 func (r *chunkReader) Read(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.err == nil {
+		if err := context.Cause(r.ctx); err != nil { // ended, its callback may not have run yet
+			r.release()
+			r.err = err
+		}
+	}
 	if r.err != nil {
 		return 0, r.err
 	}

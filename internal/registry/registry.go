@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -76,11 +77,17 @@ func ddlStatements() []string {
 	state pg_catalog.text NOT NULL CHECK (state OPERATOR(pg_catalog.=) 'active' OR state OPERATOR(pg_catalog.=) 'deleted'),
 	created pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
 	updated pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
+	bytes BIGINT,
+	messages BIGINT,
 	PRIMARY KEY (store, tenant_id))`,
 		"CREATE UNIQUE INDEX IF NOT EXISTS " + pgx.Identifier{"tenants_objects"}.Sanitize() + " ON " + q +
 			" (schema_name, table_name) WHERE mode OPERATOR(pg_catalog.<>) 'shared-table'",
 	}
 }
+
+// addedColumns are the registry's columns that an older release did not
+// create; Setup adds them to an existing registry.
+var addedColumns = []string{"bytes BIGINT", "messages BIGINT"}
 
 // lockKey is the advisory lock that serialises everything done to one
 // tenant of the store: creation, tombstone, drop, migration.
@@ -94,6 +101,21 @@ func (r *Registry) Setup(ctx context.Context) error {
 		return err
 	} else if !ok {
 		stmts = append(stmts, ddlStatements()...)
+	} else {
+		var missing int
+		names := make([]string, len(addedColumns))
+		for i, c := range addedColumns {
+			names[i], _, _ = strings.Cut(c, " ")
+		}
+		if err := r.db.QueryRow(ctx, "SELECT pg_catalog.cardinality($2::pg_catalog.text[]) OPERATOR(pg_catalog.-) pg_catalog.count(*)::INT"+
+			" FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1::pg_catalog.text)"+
+			" AND attname OPERATOR(pg_catalog.=) ANY ($2::pg_catalog.text[]) AND NOT attisdropped",
+			table.Sanitize(), names).Scan(&missing); err != nil {
+			return err
+		}
+		for _, c := range addedColumns[len(addedColumns)-missing:] {
+			stmts = append(stmts, "ALTER TABLE "+table.Sanitize()+" ADD COLUMN IF NOT EXISTS "+c)
+		}
 	}
 	switch r.layout.Mode {
 	case schema.SharedTable:
@@ -157,7 +179,11 @@ func (r *Registry) lookup(ctx context.Context, db pg.DB, id string) (Record, boo
 // statement, no transaction, no lock. A tenant that is not ready has false
 // and no error.
 func (r *Registry) Ready(ctx context.Context, id string) (Record, bool, error) {
-	rec, err := scanRecord(r.db.QueryRow(ctx, "SELECT "+columns+" FROM "+table.Sanitize()+
+	return r.ready(ctx, r.db, id)
+}
+
+func (r *Registry) ready(ctx context.Context, db pg.DB, id string) (Record, bool, error) {
+	rec, err := scanRecord(db.QueryRow(ctx, "SELECT "+columns+" FROM "+table.Sanitize()+
 		" WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2"+
 		" AND state OPERATOR(pg_catalog.=) 'active' AND version OPERATOR(pg_catalog.>=) $3"+
 		" AND pg_catalog.to_regclass(pg_catalog.quote_ident(schema_name) OPERATOR(pg_catalog.||) '.'"+
@@ -170,22 +196,41 @@ func (r *Registry) Ready(ctx context.Context, id string) (Record, bool, error) {
 }
 
 // put writes tenant id's row with placement p and state, creating it if
-// missing. Activating a tenant records the current version.
-func (r *Registry) put(ctx context.Context, tx pgx.Tx, id string, p schema.Placement, state State) error {
-	_, err := tx.Exec(ctx, "INSERT INTO "+table.Sanitize()+
-		" (store, tenant_id, mode, schema_name, table_name, version, state, created, updated)"+
-		" VALUES ($1, $2, $3, $4, $5, $6, $7, pg_catalog.now(), pg_catalog.now())"+
-		" ON CONFLICT (store, tenant_id) DO UPDATE SET state = EXCLUDED.state, version = EXCLUDED.version,"+
-		" mode = EXCLUDED.mode, schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name,"+
-		" updated = EXCLUDED.updated",
+// missing. Activating a tenant records the current version. When
+// resetUsage is true the usage counters become unknown (NULL): the next
+// write under a quota counts them afresh.
+func (r *Registry) put(ctx context.Context, tx pgx.Tx, id string, p schema.Placement, state State, resetUsage bool) error {
+	_, err := tx.Exec(ctx, putSQL(resetUsage),
 		r.store, id, p.Mode.String(), p.Table.Schema, p.Table.Name, schema.CurrentVersion, string(state))
 	return err
+}
+
+// putSQL is put's upsert. Its timestamps come from the VALUES list through
+// EXCLUDED: Citus refuses non-immutable functions in DO UPDATE SET.
+func putSQL(resetUsage bool) string {
+	usage := ""
+	if resetUsage {
+		usage = ", bytes = EXCLUDED.bytes, messages = EXCLUDED.messages"
+	}
+	return "INSERT INTO " + table.Sanitize() +
+		" (store, tenant_id, mode, schema_name, table_name, version, state, created, updated, bytes, messages)" +
+		" VALUES ($1, $2, $3, $4, $5, $6, $7, pg_catalog.now(), pg_catalog.now(), NULL, NULL)" +
+		" ON CONFLICT (store, tenant_id) DO UPDATE SET state = EXCLUDED.state, version = EXCLUDED.version," +
+		" mode = EXCLUDED.mode, schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name," +
+		" updated = EXCLUDED.updated" + usage
 }
 
 // Claim makes sure tenant id's objects exist at the current version and
 // marks it active, in one transaction under the tenant's advisory lock. A
 // tombstoned tenant gives ErrTenantDeleted unless provision is true, which
-// activates it again. A new tenant is placed by the layout.
+// activates it again, empty: whatever a failed drop left is removed first.
+// A new tenant is placed by the layout.
+//
+// Under the lock it checks again whether the tenant is ready (another host
+// may have created it meanwhile) and then changes nothing. Otherwise it
+// writes the tenant's registry row before any DDL: writes lock that row
+// (in their guard) before they touch the tenant's tables, so taking the
+// same order here means the DDL's table locks cannot deadlock with them.
 func (r *Registry) Claim(ctx context.Context, id string, provision bool) (Record, error) {
 	p, err := r.layout.Place(id)
 	if err != nil {
@@ -193,19 +238,30 @@ func (r *Registry) Claim(ctx context.Context, id string, provision bool) (Record
 	}
 	rec := Record{ID: id, Placement: p, Version: schema.CurrentVersion, State: Active}
 	err = pg.InTx(ctx, r.db, r.lockKey(id), func(tx pgx.Tx) error {
+		if ready, ok, err := r.ready(ctx, tx, id); err != nil || ok {
+			rec = ready
+			return err
+		}
 		old, found, err := r.lookup(ctx, tx, id)
 		if err != nil {
 			return err
 		}
-		if found && old.State == Deleted && !provision {
+		revive := found && old.State == Deleted
+		if revive && !provision {
 			return ErrTenantDeleted
 		}
-		if stmts := ddl.Objects(p); len(stmts) > 0 {
-			if err := pg.ExecAll(ctx, tx, stmts...); err != nil {
+		if err := r.put(ctx, tx, id, p, Active, revive || !found); err != nil {
+			return err
+		}
+		if revive {
+			if err := r.dropIn(ctx, tx, id, old.Placement); err != nil {
 				return err
 			}
 		}
-		return r.put(ctx, tx, id, p, Active)
+		if stmts := ddl.Objects(p); len(stmts) > 0 {
+			return pg.ExecAll(ctx, tx, stmts...)
+		}
+		return nil
 	})
 	if err != nil {
 		return Record{}, objectsClash(err)
@@ -224,16 +280,35 @@ func objectsClash(err error) error {
 }
 
 // Tombstone marks tenant id deleted and commits, so that from then on its
-// writes are refused on every host. It returns the tenant's placement.
+// writes are refused on every host. It first locks the tenant's row (FOR
+// UPDATE), which waits for the writes in flight: each holds the row FOR KEY
+// SHARE in its guard until it commits, and a write that comes later sees
+// the tombstone. It returns the tenant's placement.
 func (r *Registry) Tombstone(ctx context.Context, id string) (schema.Placement, error) {
 	p, err := r.layout.Place(id)
 	if err != nil {
 		return p, err
 	}
 	err = pg.InTx(ctx, r.db, r.lockKey(id), func(tx pgx.Tx) error {
-		return r.put(ctx, tx, id, p, Deleted)
+		rec, found, err := r.lookupForUpdate(ctx, tx, id)
+		if err != nil {
+			return err
+		}
+		if found {
+			p = rec.Placement
+		}
+		return r.put(ctx, tx, id, p, Deleted, true)
 	})
 	return p, err
+}
+
+func (r *Registry) lookupForUpdate(ctx context.Context, tx pgx.Tx, id string) (Record, bool, error) {
+	rec, err := scanRecord(tx.QueryRow(ctx, "SELECT "+columns+" FROM "+table.Sanitize()+
+		" WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2 FOR UPDATE", r.store, id))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Record{}, false, nil
+	}
+	return rec, err == nil, err
 }
 
 // DropObjects removes tenant id's objects at p (its rows, in a shared
@@ -242,46 +317,69 @@ func (r *Registry) Tombstone(ctx context.Context, id string) (schema.Placement, 
 // unless another layout keeps a table in it.
 func (r *Registry) DropObjects(ctx context.Context, id string, p schema.Placement) error {
 	return pg.InTx(ctx, r.db, r.lockKey(id), func(tx pgx.Tx) error {
-		if err := pg.SetLockTimeout(ctx, tx, r.lockTimeout); err != nil {
+		return r.dropIn(ctx, tx, id, p)
+	})
+}
+
+// dropBatch is the number of a shared table's messages one statement
+// deletes when a tenant is dropped.
+const dropBatch = 10_000
+
+// dropIn removes tenant id's objects at p in tx. In a shared table it
+// deletes the tenant's rows in batches, taking row locks only: the other
+// tenants' reads and writes go on. Message rows go before chunk and
+// metadata rows, the order every write locks them in.
+func (r *Registry) dropIn(ctx context.Context, tx pgx.Tx, id string, p schema.Placement) error {
+	if err := pg.SetLockTimeout(ctx, tx, r.lockTimeout); err != nil {
+		return err
+	}
+	tables := []schema.Table{p.Table, p.Table.Chunks(), p.Table.Meta()}
+	if !p.Shared() {
+		names := make([]string, len(tables))
+		for i, t := range tables {
+			names[i] = t.Sanitize()
+		}
+		if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+strings.Join(names, ", ")); err != nil {
 			return err
 		}
-		q, cq := p.Table.Sanitize(), p.Table.Chunks().Sanitize()
-		switch {
-		case p.Shared():
-			// SHARE ROW EXCLUSIVE waits for the writes in flight (writes
-			// after it see the tombstone through their guard) and, unlike
-			// SHARE, is self-exclusive, so concurrent drops queue instead of
-			// deadlocking on their DELETEs.
-			if _, err := tx.Exec(ctx, "LOCK TABLE "+q+", "+cq+" IN SHARE ROW EXCLUSIVE MODE"); err != nil {
-				return err
-			}
-			for _, t := range []string{cq, q} {
-				if _, err := tx.Exec(ctx, "DELETE FROM "+t+" WHERE "+schema.TenantColumn+" OPERATOR(pg_catalog.=) $1", id); err != nil {
-					return err
-				}
-			}
+		if !p.OwnSchema() {
 			return nil
-		case p.OwnSchema():
-			if _, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+q+", "+cq); err != nil {
-				return err
+		}
+		sp, err := tx.Begin(ctx)
+		if err != nil {
+			return err
+		}
+		if _, err := sp.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{p.Table.Schema}.Sanitize()); err != nil {
+			var pgErr *pgconn.PgError
+			if errors.As(err, &pgErr) && pgErr.Code == "2BP01" { // another layout's table is there
+				return sp.Rollback(ctx)
 			}
-			sp, err := tx.Begin(ctx)
+			return err
+		}
+		return sp.Commit(ctx)
+	}
+	col := schema.TenantColumn
+	for _, t := range tables {
+		if ok, err := ddl.Exists(ctx, tx, t); err != nil || !ok {
 			if err != nil {
 				return err
 			}
-			if _, err := sp.Exec(ctx, "DROP SCHEMA IF EXISTS "+pgx.Identifier{p.Table.Schema}.Sanitize()); err != nil {
-				var pgErr *pgconn.PgError
-				if errors.As(err, &pgErr) && pgErr.Code == "2BP01" { // another layout's table is there
-					return sp.Rollback(ctx)
-				}
+			continue
+		}
+		q, eq := t.Sanitize(), " OPERATOR(pg_catalog.=) "
+		sql := "DELETE FROM " + q + " m USING (SELECT DISTINCT message_id FROM " + q + " WHERE " + col + eq + "$1 LIMIT $2) v" +
+			" WHERE m." + col + eq + "$1 AND m.message_id" + eq + "v.message_id"
+		for {
+			tag, err := tx.Exec(ctx, sql, id, dropBatch)
+			if err != nil {
 				return err
 			}
-			return sp.Commit(ctx)
-		default:
-			_, err := tx.Exec(ctx, "DROP TABLE IF EXISTS "+q+", "+cq)
-			return err
+			if tag.RowsAffected() == 0 {
+				break
+			}
 		}
-	})
+	}
+	return nil
 }
 
 // List returns the ids of the store's active tenants in ascending order.
@@ -367,14 +465,16 @@ func (r *Registry) Migrate(ctx context.Context, id string) (bool, error) {
 		if err != nil || !found || rec.State != Active || rec.Version >= schema.CurrentVersion {
 			return err
 		}
+		// The registry row first, then the tables: the order writes lock
+		// them in.
+		if _, err := tx.Exec(ctx, "UPDATE "+table.Sanitize()+" SET version = $3, updated = pg_catalog.now()"+
+			" WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2", r.store, id, schema.CurrentVersion); err != nil {
+			return err
+		}
 		if !rec.Placement.Shared() {
 			if err := pg.ExecAll(ctx, tx, ddl.Migrate(rec.Version, rec.Placement.Table)...); err != nil {
 				return err
 			}
-		}
-		if _, err := tx.Exec(ctx, "UPDATE "+table.Sanitize()+" SET version = $3, updated = pg_catalog.now()"+
-			" WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2", r.store, id, schema.CurrentVersion); err != nil {
-			return err
 		}
 		migrated = true
 		return nil
@@ -382,14 +482,43 @@ func (r *Registry) Migrate(ctx context.Context, id string) (bool, error) {
 	return migrated, err
 }
 
-// ActiveGuard returns an SQL condition that is true while tenant is active
-// in the store, reading the store from parameter $first and the tenant from
-// $first+1 (see GuardArgs). Writes carry it, so that a host whose cache
-// still holds a dropped tenant cannot write for it again.
-func ActiveGuard(first int) string {
+// ReadGuard returns an SQL condition that is true while the tenant is
+// active in the store, reading the store from parameter $first and the
+// tenant from $first+1 (see GuardArgs). Reads and deletes carry it: a
+// tombstoned tenant has no data, on every host, even while a failed drop
+// has left its rows.
+func ReadGuard(first int) string {
 	return fmt.Sprintf("EXISTS (SELECT 1 FROM %s WHERE store OPERATOR(pg_catalog.=) $%d AND tenant_id OPERATOR(pg_catalog.=) $%d"+
 		" AND state OPERATOR(pg_catalog.=) 'active')", table.Sanitize(), first, first+1)
 }
 
-// GuardArgs returns ActiveGuard's parameters for tenant id.
+// WriteGuard is ReadGuard for writes: it also locks the tenant's registry
+// row FOR KEY SHARE until the write commits. Tombstone locks the row FOR
+// UPDATE first, so it waits for the writes in flight, and a write that
+// comes after it re-reads the row and finds the tombstone: no host
+// acknowledges a write for a tenant after its tombstone.
+func WriteGuard(first int) string {
+	return fmt.Sprintf("EXISTS (SELECT 1 FROM %s WHERE store OPERATOR(pg_catalog.=) $%d AND tenant_id OPERATOR(pg_catalog.=) $%d"+
+		" AND state OPERATOR(pg_catalog.=) 'active' FOR KEY SHARE)", table.Sanitize(), first, first+1)
+}
+
+// GuardArgs returns the guards' and usage statements' parameters for
+// tenant id.
 func (r *Registry) GuardArgs(id string) []any { return []any{r.store, id} }
+
+// Usage statements keep a tenant's stored bytes and messages in its
+// registry row, for quotas that hold across hosts. Parameters: the store
+// and the tenant ($1, $2, see GuardArgs), then the statement's own.
+var (
+	// UsageLockSQL returns the tenant's usage (NULLs: not counted yet) and
+	// locks its row FOR UPDATE until the transaction ends; no row when the
+	// tenant is not active.
+	UsageLockSQL = "SELECT bytes, messages FROM " + table.Sanitize() +
+		" WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2 AND state OPERATOR(pg_catalog.=) 'active' FOR UPDATE"
+	// UsageSetSQL sets the usage to $3 bytes and $4 messages.
+	UsageSetSQL = "UPDATE " + table.Sanitize() + " SET bytes = $3, messages = $4" +
+		" WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2"
+	// UsageAddSQL adds $3 bytes and $4 messages to a counted usage.
+	UsageAddSQL = "UPDATE " + table.Sanitize() + " SET bytes = bytes OPERATOR(pg_catalog.+) $3, messages = messages OPERATOR(pg_catalog.+) $4" +
+		" WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2 AND bytes IS NOT NULL"
+)
