@@ -159,7 +159,9 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 	}
 	// An inline write also removes the pieces of an earlier large version
 	// (the CTE runs after the INSERT, so the message row is locked first).
-	s.upsertSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + read(2) + ") " +
+	// The CTE itself carries no guard: when the guard refuses the INSERT,
+	// the tenant is tombstoned and its pieces are going anyway.
+	s.upsertSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + ") " +
 		upsert(key+idv+", "+p(1)+"::pg_catalog.bytea, "+p(2)+"::BIGINT, pg_catalog.now(), pg_catalog.now(), NULL::BIGINT", 2)
 	s.chunkedUpsertSQL = upsert(key+idv+", ''::pg_catalog.bytea, "+p(1)+"::BIGINT, pg_catalog.now(), pg_catalog.now(), "+p(2)+"::BIGINT", 2)
 	s.chunkInsertSQL = "INSERT INTO " + c + " (" + keyCols + "message_id, version, seq, data) VALUES (" +
@@ -172,7 +174,7 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 	s.chunkScanSQL = "SELECT data FROM " + c + " WHERE " + where + " AND version" + eq + p(1) + " ORDER BY seq"
 	s.getSQL = "SELECT data, size, chunked_version FROM " + q + " WHERE " + where + read(0)
 	s.sizeSQL = "SELECT size FROM " + q + " WHERE " + where
-	s.deleteSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + read(0) + ") DELETE FROM " + q + " WHERE " + where + read(0) +
+	s.deleteSQL = "WITH gone AS (DELETE FROM " + c + " WHERE " + where + ") DELETE FROM " + q + " WHERE " + where + read(0) +
 		" RETURNING size"
 	partOnly := "true"
 	if t.Partition != "" {
