@@ -82,4 +82,5 @@ require (
 	golang.org/x/sys v0.49.0 // indirect
 	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
+	schneider.vip/retryspool/storage/meta v0.0.5 // indirect
 )

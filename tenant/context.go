@@ -16,6 +16,10 @@ var (
 	// ErrInvalidTenant reports a tenant id outside the accepted set (see
 	// Validate). No SQL runs.
 	ErrInvalidTenant = schema.ErrInvalidTenant
+	// ErrTenantMismatch reports a call on storage pinned to one tenant (see
+	// Factory.ForTenant) whose context names another tenant. Nothing is
+	// read or written.
+	ErrTenantMismatch = errors.New("pgtenant: context names another tenant than the storage's")
 	// ErrTenantDeleted reports a write to a tenant that was dropped and not
 	// provisioned again. Nothing is written.
 	ErrTenantDeleted = registry.ErrTenantDeleted

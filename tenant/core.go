@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2"
@@ -27,11 +28,27 @@ type core struct {
 
 	// ensured holds the tenants whose objects are known to exist and that
 	// were active when checked, with their compiled statements.
-	ensured *lru.Cache[string, *engine.Store]
+	ensured *lru.Cache[string, *entry]
 	once    pg.Once[registry.Record]
 	limit   *limiter
 	obs     *observer
+	// views keep small queue states of tenants in memory for metadata
+	// scans; the listener tells them of other hosts' writes.
+	views      *viewSet
+	listener   *listener
+	listenOnce sync.Once
 }
+
+// entry is one tenant's compiled statements: its message bodies and its
+// messages' metadata.
+type entry struct {
+	data *engine.Store
+	meta *engine.MetaStore
+}
+
+// notifyChannel is the channel of metadata change notifications; the
+// payload is the store and the tenant, "store/tenant".
+const notifyChannel = "pgtenant_meta"
 
 // coreConfig is what a core is made of; the Factory fills it.
 type coreConfig struct {
@@ -58,7 +75,7 @@ func newCore(ctx context.Context, cfg coreConfig) (*core, error) {
 	if err != nil {
 		return nil, err
 	}
-	cache, err := lru.NewWithEvict(cfg.cacheSize, func(id string, _ *engine.Store) {
+	cache, err := lru.NewWithEvict(cfg.cacheSize, func(id string, _ *entry) {
 		obs.cacheEvicts.Add(context.Background(), 1, obs.attrs(id))
 	})
 	if err != nil {
@@ -68,6 +85,7 @@ func newCore(ctx context.Context, cfg coreConfig) (*core, error) {
 	c := &core{
 		pool: cfg.pool, ownPool: cfg.ownPool, reg: registry.New(cfg.pool, cfg.layout, cfg.lockTimeout),
 		opts: cfg.opts, resolver: cfg.resolver, ensured: cache, limit: newLimiter(cfg.concurrency), obs: obs,
+		views: newViewSet(),
 	}
 	if err := c.reg.Setup(ctx); err != nil {
 		obs.close()
@@ -77,6 +95,9 @@ func newCore(ctx context.Context, cfg coreConfig) (*core, error) {
 }
 
 func (c *core) close() {
+	if c.listener != nil {
+		c.listener.stop()
+	}
 	c.obs.close()
 	c.ensured.Purge()
 	if c.ownPool {
@@ -84,23 +105,32 @@ func (c *core) close() {
 	}
 }
 
-// compile returns the Store of the tenant placed at p without touching the
-// database. Every statement carries the registry's guard, so a tombstoned
-// tenant has no data and takes no write on any host, whether or not its
-// drop finished; writes keep their usage in the tenant's registry row.
-func (c *core) compile(id string, p schema.Placement) (*engine.Store, error) {
+// compile returns the statements of the tenant placed at p without
+// touching the database. Every statement carries the registry's guard, so
+// a tombstoned tenant has no data and takes no write on any host, whether
+// or not its drop finished; writes keep their usage in the tenant's
+// registry row; metadata writes notify other hosts.
+func (c *core) compile(id string, p schema.Placement) (*entry, error) {
 	args := c.reg.GuardArgs(id)
 	t := engine.Target{Table: p.Table, Partition: p.Partition,
 		Guard:   &engine.Guard{Read: registry.ReadGuard, Write: registry.WriteGuard, Args: args},
 		Account: &engine.Account{LockSQL: registry.UsageLockSQL, SetSQL: registry.UsageSetSQL, AddSQL: registry.UsageAddSQL, Args: args}}
-	return engine.NewStore(c.pool, t, c.opts)
+	data, err := engine.NewStore(c.pool, t, c.opts)
+	if err != nil {
+		return nil, err
+	}
+	meta, err := engine.NewMetaStore(c.pool, t, c.opts.Mode, &engine.Notify{Channel: notifyChannel, Payload: c.reg.Store() + "/" + id})
+	if err != nil {
+		return nil, err
+	}
+	return &entry{data: data, meta: meta}, nil
 }
 
-// lookup returns the Store for reads and deletes: cached, or compiled from
-// the layout.
-func (c *core) lookup(id string) (*engine.Store, error) {
-	if s, ok := c.ensured.Get(id); ok {
-		return s, nil
+// lookup returns the statements for reads and deletes: cached, or compiled
+// from the layout.
+func (c *core) lookup(id string) (*entry, error) {
+	if e, ok := c.ensured.Get(id); ok {
+		return e, nil
 	}
 	p, err := c.reg.Layout().Place(id)
 	if err != nil {
@@ -109,14 +139,14 @@ func (c *core) lookup(id string) (*engine.Store, error) {
 	return c.compile(id, p)
 }
 
-// ensure returns the Store of tenant id after making sure its objects exist
-// and it is active. A tombstoned tenant gives ErrTenantDeleted, unless
-// provision is true, which makes it active again.
-func (c *core) ensure(ctx context.Context, id string, provision bool) (*engine.Store, error) {
+// ensure returns the statements of tenant id after making sure its objects
+// exist and it is active. A tombstoned tenant gives ErrTenantDeleted,
+// unless provision is true, which makes it active again.
+func (c *core) ensure(ctx context.Context, id string, provision bool) (*entry, error) {
 	if !provision {
-		if s, ok := c.ensured.Get(id); ok {
+		if e, ok := c.ensured.Get(id); ok {
 			c.obs.cacheHits.Add(ctx, 1, c.obs.attrs(id))
-			return s, nil
+			return e, nil
 		}
 		c.obs.cacheMisses.Add(ctx, 1, c.obs.attrs(id))
 	}
@@ -136,9 +166,9 @@ func (c *core) ensure(ctx context.Context, id string, provision bool) (*engine.S
 		}
 		return c.reg.Claim(ctx, id, provision)
 	})
-	var s *engine.Store
+	var e *entry
 	if err == nil {
-		s, err = c.compile(id, rec.Placement)
+		e, err = c.compile(id, rec.Placement)
 	}
 	switch {
 	case errors.Is(err, registry.ErrTenantDeleted):
@@ -152,8 +182,8 @@ func (c *core) ensure(ctx context.Context, id string, provision bool) (*engine.S
 	if err != nil {
 		return nil, err
 	}
-	c.ensured.Add(id, s)
-	return s, nil
+	c.ensured.Add(id, e)
+	return e, nil
 }
 
 // drop tombstones tenant id, then removes its data in a transaction of its

@@ -58,6 +58,11 @@ type Factory struct {
 	tracer            pgx.QueryTracer
 	connLifetime      time.Duration
 
+	// pinned is the tenant of a ForTenant Factory, pin whether there is
+	// one.
+	pinned string
+	pin    bool
+
 	shared *sharedCore
 }
 
@@ -228,6 +233,23 @@ func (f *Factory) WithQueryTracer(t pgx.QueryTracer) *Factory {
 	return f.with(func(c *Factory) { c.tracer = t })
 }
 
+// ForTenant returns a Factory pinned to tenant id that shares f's pool and
+// tenant cache: Routers and metadata backends made from it (Create, Meta)
+// never open another pool, and the pool closes when the last of all of
+// them closes. They serve only tenant id: a context without a tenant uses
+// id, a context naming another tenant is refused with ErrTenantMismatch
+// (nothing is read or written), and an invalid id fails Create with
+// ErrInvalidTenant. This is how a queue host runs one RetrySpool queue per
+// tenant on one pool; see the README, "Running a queue host".
+//
+// Like every WithX, ForTenant leaves f unchanged; a WithX on the pinned
+// Factory returns a copy with state of its own again.
+func (f *Factory) ForTenant(id string) *Factory {
+	c := *f
+	c.pinned, c.pin = id, true
+	return &c
+}
+
 // Name returns "pgtenant".
 func (f *Factory) Name() string { return "pgtenant" }
 
@@ -252,6 +274,11 @@ func (f *Factory) OpenRouter(ctx context.Context) (*Router, error) {
 	if s == nil {
 		return nil, errors.New("pgtenant: Factory not made by NewFactory")
 	}
+	if f.pin {
+		if err := Validate(f.pinned); err != nil {
+			return nil, err
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.core == nil {
@@ -262,7 +289,7 @@ func (f *Factory) OpenRouter(ctx context.Context) (*Router, error) {
 		s.core = c
 	}
 	s.refs++
-	return &Router{core: s.core, release: func() { f.release(s) }}, nil
+	return &Router{core: s.core, pinned: f.pinned, release: func() { f.release(s) }}, nil
 }
 
 // release gives back one Router's reference; the last one closes the core,

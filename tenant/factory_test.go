@@ -56,7 +56,7 @@ func TestWithReturnsCopies(t *testing.T) {
 		"tracer":            func(f *Factory) *Factory { return f.WithQueryTracer(nopTracer{}) },
 	}
 	typ := reflect.TypeOf(Factory{})
-	covered := map[string]bool{"dsn": true, "shared": true, "maxIdle": true, "quotaMessages": true}
+	covered := map[string]bool{"dsn": true, "shared": true, "maxIdle": true, "quotaMessages": true, "pinned": true, "pin": true}
 	for field, with := range options {
 		c := with(base)
 		if c == base || c.shared == base.shared {
@@ -85,6 +85,13 @@ func TestWithReturnsCopies(t *testing.T) {
 	}
 	if !reflect.DeepEqual(base.table, snapshot.table) || base.shared != snapshot.shared || base.maxOpen != snapshot.maxOpen {
 		t.Error("the receiver changed")
+	}
+	pinned := base.ForTenant("acme")
+	if pinned == base || pinned.shared != base.shared || pinned.pinned != "acme" || base.pinned != "" {
+		t.Errorf("ForTenant: a copy pinned to acme sharing the receiver's Routers, got %+v", pinned)
+	}
+	if again := pinned.WithCacheSize(3); again.shared == base.shared || again.pinned != "acme" {
+		t.Error("a WithX on a pinned Factory shares its Routers or loses the pin")
 	}
 	if got := base.WithConnectionLimits(3, 2); got.maxOpen != 3 || got.maxIdle != 2 {
 		t.Errorf("WithConnectionLimits: %d, %d", got.maxOpen, got.maxIdle)
@@ -172,7 +179,7 @@ func TestResolve(t *testing.T) {
 }
 
 func TestErrorsAreClassified(t *testing.T) {
-	cache, _ := lru.New[string, *engine.Store](4)
+	cache, _ := lru.New[string, *entry](4)
 	r := &Router{core: &core{ensured: cache}}
 	cache.Add("acme", nil)
 	if err := r.writeErr("acme", engine.ErrGuardFailed); !errors.Is(err, ErrTenantDeleted) {

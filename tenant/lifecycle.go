@@ -23,6 +23,15 @@ type Stats struct {
 	// Oldest and Newest are the earliest and latest creation times; zero in
 	// Overview and when there are no messages.
 	Oldest, Newest time.Time
+	// Queued is the number of messages with RetrySpool metadata (see
+	// Factory.Meta): exact in Router.Stats and, in SharedTable, in
+	// Overview; the planner's estimate in Overview for the per-tenant
+	// modes.
+	Queued int64
+	// States counts the messages with metadata by queue state name
+	// ("incoming", "active", "deferred", ...), in Router.Stats only; states
+	// without messages are left out.
+	States map[string]int64
 }
 
 // Stats counts tenant id's messages exactly. A tenant without storage has
@@ -35,18 +44,33 @@ func (r *Router) Stats(ctx context.Context, id string) (_ Stats, err error) {
 	if err := Validate(id); err != nil {
 		return Stats{}, err
 	}
-	s, err := r.core.lookup(id)
+	e, err := r.core.lookup(id)
 	if err != nil {
 		return Stats{}, err
 	}
-	st, err := s.Stats(ctx)
+	st, err := e.data.Stats(ctx)
 	if errors.Is(err, pg.ErrTableMissing) {
 		return Stats{Tenant: id}, nil
 	}
 	if err != nil {
-		return Stats{}, fmt.Errorf("pgtenant: stats of tenant %q: %w", id, err)
+		return Stats{}, fmt.Errorf("stats of tenant %q: %w", id, err)
 	}
-	return Stats{Tenant: id, Messages: st.Messages, Bytes: st.Bytes, Oldest: st.Oldest, Newest: st.Newest}, nil
+	out := Stats{Tenant: id, Messages: st.Messages, Bytes: st.Bytes, Oldest: st.Oldest, Newest: st.Newest}
+	counts, err := e.meta.Counts(ctx)
+	if errors.Is(err, pg.ErrTableMissing) { // objects of a release before metadata
+		return out, nil
+	}
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats of tenant %q: %w", id, err)
+	}
+	if len(counts) > 0 {
+		out.States = map[string]int64{}
+		for state, n := range counts {
+			out.States[state.String()] += n
+			out.Queued += n
+		}
+	}
+	return out, nil
 }
 
 // Overview returns cheap statistics for every active tenant, in tenant id
@@ -65,13 +89,14 @@ func (r *Router) Overview(ctx context.Context) (_ []Stats, err error) {
 	}
 	out := make([]Stats, len(usage))
 	for i, u := range usage {
-		out[i] = Stats{Tenant: u.ID, Messages: u.Messages, Bytes: u.Bytes}
+		out[i] = Stats{Tenant: u.ID, Messages: u.Messages, Bytes: u.Bytes, Queued: u.Queued}
 	}
 	return out, nil
 }
 
-// Purge deletes tenant id's messages not updated for olderThan, in batches
-// of engine.PurgeBatch, and returns how many it deleted.
+// Purge deletes tenant id's messages not updated for olderThan, bodies
+// and metadata alike, in batches of 1 000 per statement, and returns how
+// many bodies it deleted.
 func (r *Router) Purge(ctx context.Context, id string, olderThan time.Duration) (_ int64, err error) {
 	defer func() { err = pg.ConnectionError(err) }()
 	if r.closed.Load() {
@@ -80,15 +105,23 @@ func (r *Router) Purge(ctx context.Context, id string, olderThan time.Duration) 
 	if err := Validate(id); err != nil {
 		return 0, err
 	}
-	s, err := r.core.lookup(id)
+	e, err := r.core.lookup(id)
 	if err != nil {
 		return 0, err
 	}
-	n, err := s.Purge(ctx, time.Now().Add(-olderThan))
+	before := time.Now().Add(-olderThan)
+	n, err := e.data.Purge(ctx, before)
 	if errors.Is(err, pg.ErrTableMissing) {
 		return n, nil
 	}
-	return n, err
+	if err != nil {
+		return n, err
+	}
+	if _, err := e.meta.Purge(ctx, before); err != nil && !errors.Is(err, pg.ErrTableMissing) {
+		return n, err
+	}
+	r.core.views.changed(id)
+	return n, nil
 }
 
 // DropMany drops the tenants ids, each with Drop: one tenant per

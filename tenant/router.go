@@ -24,6 +24,7 @@ var ErrClosed = engine.ErrClosed
 // tenant cache.
 type Router struct {
 	core      *core
+	pinned    string // the tenant of a Factory.ForTenant Router; "" otherwise
 	release   func()
 	closed    atomic.Bool
 	closeOnce sync.Once
@@ -75,6 +76,14 @@ func (r *Router) resolve(ctx context.Context, messageID string) (string, error) 
 		return "", ErrClosed
 	}
 	id, err := r.core.resolver.Resolve(ctx, messageID)
+	if r.pinned != "" {
+		switch {
+		case errors.Is(err, ErrNoTenant) || (err == nil && id == ""):
+			return r.pinned, nil
+		case err == nil && id != r.pinned:
+			return "", fmt.Errorf("%w: the call names tenant %q, this storage serves %q", ErrTenantMismatch, id, r.pinned)
+		}
+	}
 	if err != nil {
 		if errors.Is(err, ErrNoTenant) || errors.Is(err, ErrInvalidTenant) {
 			return "", err
@@ -103,8 +112,11 @@ func (r *Router) writer(ctx context.Context, id, messageID string) *engine.Strea
 		if retry {
 			r.core.ensured.Remove(id)
 		}
-		s, err := r.core.ensure(ctx, id, false)
-		return s, pg.ConnectionError(err)
+		e, err := r.core.ensure(ctx, id, false)
+		if err != nil {
+			return nil, pg.ConnectionError(err)
+		}
+		return e.data, nil
 	})
 }
 
@@ -121,11 +133,11 @@ func (r *Router) writeErr(id string, err error) error {
 // read runs op on tenant id's Store without creating anything: a tenant
 // whose objects do not exist has no data.
 func (r *Router) read(id string, op func(*engine.Store) error) error {
-	s, err := r.core.lookup(id)
+	e, err := r.core.lookup(id)
 	if err != nil {
 		return pg.ConnectionError(err)
 	}
-	err = op(s)
+	err = op(e.data)
 	if errors.Is(err, pg.ErrTableMissing) {
 		r.core.ensured.Remove(id)
 		return fmt.Errorf("%w: tenant %q has no storage: %w", datastorage.ErrDataNotFound, id, err)

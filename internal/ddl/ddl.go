@@ -57,6 +57,38 @@ func Table(t schema.Table, shared bool) []string {
 	}
 }
 
+// MetaTable returns the statements that create the metadata table of
+// message table t, t.Meta(), if missing: one row per RetrySpool message,
+// keyed like t, with an index on (state, created, message_id) that
+// iterators page along and that counts per state use. When shared is true
+// the table has a leading tenant_id column, and the key and the index lead
+// with it.
+//
+//	message_id VARCHAR(255), meta_id TEXT (the metadata's own ID field),
+//	state SMALLINT, attempts INT, max_attempts INT, next_retry TIMESTAMPTZ,
+//	created TIMESTAMPTZ, updated TIMESTAMPTZ, last_error TEXT, size BIGINT,
+//	priority INT, headers JSONB (NULL for a nil map), retry_policy TEXT
+func MetaTable(t schema.Table, shared bool) []string {
+	m := t.Meta()
+	lead, tenantCol := "", ""
+	if shared {
+		lead = schema.TenantColumn + ", "
+		tenantCol = schema.TenantColumn + " pg_catalog.text NOT NULL, "
+	}
+	return []string{
+		"CREATE TABLE IF NOT EXISTS " + m.Sanitize() + " (" + tenantCol +
+			"message_id VARCHAR(255) NOT NULL, meta_id pg_catalog.text NOT NULL, state SMALLINT NOT NULL," +
+			" attempts INT NOT NULL, max_attempts INT NOT NULL, next_retry pg_catalog.timestamptz NOT NULL," +
+			" created pg_catalog.timestamptz NOT NULL, updated pg_catalog.timestamptz NOT NULL," +
+			" last_error pg_catalog.text NOT NULL, size BIGINT NOT NULL, priority INT NOT NULL," +
+			" headers pg_catalog.jsonb, retry_policy pg_catalog.text NOT NULL," +
+			" PRIMARY KEY (" + lead + "message_id))",
+		"CREATE INDEX IF NOT EXISTS " + quote(IndexName(m, "state")) + " ON " + m.Sanitize() +
+			" (" + lead + "state, created, message_id)",
+		"ALTER TABLE " + m.Sanitize() + " SET (autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05)",
+	}
+}
+
 // Objects returns every statement that creates a tenant's objects at p, at
 // the current version: its schema (if it owns one), its tables (unless
 // they are shared, which the layout's setup creates) and every migration.
@@ -69,16 +101,16 @@ func Objects(p schema.Placement) []string {
 	}
 	if !p.Shared() {
 		stmts = append(stmts, Table(p.Table, false)...)
-		stmts = append(stmts, Migrate(0, p.Table)...)
+		stmts = append(stmts, Migrate(0, p.Table, false)...)
 	}
 	return stmts
 }
 
-// Shared returns the statements that create a shared table t and its
-// schema, at the current version.
+// Shared returns the statements that create a shared table t, its chunk
+// and metadata tables and its schema, at the current version.
 func Shared(t schema.Table) []string {
 	stmts := append([]string{Schema(t.Schema)}, Table(t, true)...)
-	return append(stmts, Migrate(0, t)...)
+	return append(stmts, Migrate(0, t, true)...)
 }
 
 // Exists reports whether table t exists.

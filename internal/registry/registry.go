@@ -119,7 +119,10 @@ func (r *Registry) Setup(ctx context.Context) error {
 	}
 	switch r.layout.Mode {
 	case schema.SharedTable:
-		if ok, err := ddl.Exists(ctx, r.db, r.layout.Base.Chunks()); err != nil {
+		// The shared tables are made at the current version; a shared table
+		// of an older release gets what it lacks (its migrations are
+		// idempotent).
+		if ok, err := ddl.Exists(ctx, r.db, r.layout.Base.Meta()); err != nil {
 			return err
 		} else if !ok {
 			stmts = append(stmts, ddl.Shared(r.layout.Base)...)
@@ -400,6 +403,9 @@ type Usage struct {
 	// Bytes is the sum of body sizes in a shared table, else the disk size
 	// of the tenant's message table with its indexes and TOAST.
 	Bytes int64
+	// Queued is the number of metadata rows: exact in a shared table, else
+	// the planner's estimate.
+	Queued int64
 }
 
 // Overview returns cheap statistics for every active tenant, in id order:
@@ -408,12 +414,19 @@ type Usage struct {
 func (r *Registry) Overview(ctx context.Context) ([]Usage, error) {
 	var sql string
 	if r.layout.Mode == schema.SharedTable {
-		sql = "SELECT t.tenant_id, pg_catalog.count(m.message_id), COALESCE(pg_catalog.sum(m.size), 0)::pg_catalog.int8 FROM " +
-			table.Sanitize() + " t LEFT JOIN " + r.layout.Base.Sanitize() + " m ON m." + schema.TenantColumn +
-			" OPERATOR(pg_catalog.=) t.tenant_id" +
-			" WHERE t.store OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'active' GROUP BY t.tenant_id ORDER BY t.tenant_id"
+		col := " OPERATOR(pg_catalog.=) t.tenant_id"
+		sql = "SELECT t.tenant_id, (SELECT pg_catalog.count(*) FROM " + r.layout.Base.Sanitize() + " m WHERE m." + schema.TenantColumn + col + ")," +
+			" (SELECT COALESCE(pg_catalog.sum(m.size), 0)::BIGINT FROM " + r.layout.Base.Sanitize() + " m WHERE m." + schema.TenantColumn + col + ")," +
+			" (SELECT pg_catalog.count(*) FROM " + r.layout.Base.Meta().Sanitize() + " q WHERE q." + schema.TenantColumn + col + ")" +
+			" FROM " + table.Sanitize() + " t" +
+			" WHERE t.store OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'active' ORDER BY t.tenant_id"
 	} else {
-		sql = "SELECT t.tenant_id, GREATEST(COALESCE(c.reltuples, 0), 0)::pg_catalog.int8, COALESCE(pg_catalog.pg_total_relation_size(c.oid), 0)" +
+		// The metadata table is "m_" + the message table's name
+		// (schema.Table.Meta); the rare name that Meta shortens with a hash
+		// shows an estimate of 0 here.
+		sql = "SELECT t.tenant_id, GREATEST(COALESCE(c.reltuples, 0), 0)::pg_catalog.int8, COALESCE(pg_catalog.pg_total_relation_size(c.oid), 0)," +
+			" GREATEST(COALESCE((SELECT q.reltuples FROM pg_catalog.pg_class q WHERE q.relnamespace OPERATOR(pg_catalog.=) n.oid" +
+			" AND q.relname OPERATOR(pg_catalog.=) ('m_' OPERATOR(pg_catalog.||) t.table_name)), 0), 0)::pg_catalog.int8" +
 			" FROM " + table.Sanitize() + " t" +
 			" LEFT JOIN pg_catalog.pg_namespace n ON n.nspname OPERATOR(pg_catalog.=) t.schema_name" +
 			" LEFT JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid AND c.relname OPERATOR(pg_catalog.=) t.table_name" +
@@ -425,7 +438,7 @@ func (r *Registry) Overview(ctx context.Context) ([]Usage, error) {
 	}
 	return pgx.CollectRows(rows, func(row pgx.CollectableRow) (Usage, error) {
 		var u Usage
-		err := row.Scan(&u.ID, &u.Messages, &u.Bytes)
+		err := row.Scan(&u.ID, &u.Messages, &u.Bytes, &u.Queued)
 		return u, err
 	})
 }
@@ -472,7 +485,7 @@ func (r *Registry) Migrate(ctx context.Context, id string) (bool, error) {
 			return err
 		}
 		if !rec.Placement.Shared() {
-			if err := pg.ExecAll(ctx, tx, ddl.Migrate(rec.Version, rec.Placement.Table)...); err != nil {
+			if err := pg.ExecAll(ctx, tx, ddl.Migrate(rec.Version, rec.Placement.Table, false)...); err != nil {
 				return err
 			}
 		}
