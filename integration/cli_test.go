@@ -11,7 +11,7 @@ import (
 
 	"github.com/pgtenant/pgtenant/cmd/pgtenant/cli"
 	"github.com/pgtenant/pgtenant/integration/conformance"
-	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
+	"github.com/pgtenant/pgtenant/internal/pgtest"
 	"github.com/pgtenant/pgtenant/tenant"
 )
 
@@ -36,10 +36,18 @@ func TestCLIDemoOnGivenDatabase(t *testing.T) {
 	dsn := pgtest.NewDatabase(t)
 	for _, iso := range []string{"schema", "table", "shared"} {
 		out := mustCLI(t, "demo", "--dsn", dsn, "--isolation", iso, "--tenants", "3", "--messages", "10")
-		for _, want := range []string{"demo-tenant-01", "demo-tenant-03", "isolation: ok", "MESSAGES"} {
+		for _, want := range []string{"demo-tenant-01", "demo-tenant-03", "isolation: ok", "BODIES", "deferred=5", "refused a write"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("%s demo output lacks %q:\n%s", iso, want, out)
 			}
+		}
+	}
+	// The demo cleans up after itself, so it runs again on the same
+	// database, and leaves no tenants behind.
+	mustCLI(t, "demo", "--dsn", dsn, "--tenants", "2", "--messages", "3")
+	for _, iso := range []string{"schema", "table", "shared"} {
+		if out := mustCLI(t, "tenants", "list", "--dsn", dsn, "--isolation", iso); out != "" {
+			t.Errorf("%s: demo left tenants behind: %q", iso, out)
 		}
 	}
 }
@@ -96,6 +104,9 @@ func TestCLITenantCommands(t *testing.T) {
 	if out := mustCLI(t, "tenants", "list", "--dsn", dsn); out != "globex\n" {
 		t.Fatalf("list after drop: %q", out)
 	}
+	if code, _, errOut := runCLI(t, "tenants", "stats", "acme", "--dsn", dsn); code != cli.ExitError || !strings.Contains(errOut, `no tenant "acme"`) {
+		t.Fatalf("stats of a dropped tenant: exit %d, %s", code, errOut)
+	}
 	t.Setenv("DATABASE_URL", dsn) // the environment works like --dsn
 	if out := mustCLI(t, "tenants", "list"); out != "globex\n" {
 		t.Fatalf("list with DATABASE_URL: %q", out)
@@ -115,7 +126,14 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"nonsense"}, cli.ExitUsage, "unknown command"},
 		{[]string{"purge", "x", "--dsn", dsn}, cli.ExitUsage, "--older-than"},
 		{[]string{"tenants", "list", "--dsn", dsn, "--isolation", "bogus"}, cli.ExitUsage, "isolation"},
-		{[]string{"tenants", "provision", "bad id!", "--dsn", dsn}, cli.ExitError, "invalid tenant"},
+		{[]string{"tenants", "provision", "bad id!", "--dsn", dsn}, cli.ExitUsage, "invalid tenant"},
+		{[]string{"tenants", "stats", "bad id!", "--dsn", dsn}, cli.ExitUsage, "invalid tenant"},
+		{[]string{"tenants", "list", "--dsn", dsn, "--table", "bad table"}, cli.ExitUsage, "bad table"},
+		{[]string{"tenants", "frob", "--dsn", dsn}, cli.ExitUsage, `unknown command "frob"`},
+		{[]string{"tenants", "--dsn", dsn}, cli.ExitUsage, "needs a command: "},
+		{[]string{"tenants", "stats", "nobody", "--dsn", dsn}, cli.ExitError, `no tenant "nobody"`},
+		{[]string{"bench", "--dsn", dsn, "--modes", "schema,bogus"}, cli.ExitUsage, `--modes "bogus"`},
+		{[]string{"bench", "--dsn", dsn, "--chart", "out.jpg"}, cli.ExitUsage, ".png or .svg"},
 		{[]string{"tenants", "list", "--dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"}, cli.ExitError, "connect"},
 	}
 	for _, c := range cases {
@@ -164,5 +182,15 @@ func TestCLIBench(t *testing.T) {
 	}
 	if code, _, errOut := runCLI(t, "bench", "--dsn", dsn, "--sizes", "x"); code != cli.ExitUsage {
 		t.Fatalf("bad --sizes: exit %d %s", code, errOut)
+	}
+	// The bench tenants are gone unless --keep.
+	for _, iso := range []string{"schema", "table", "shared"} {
+		if out := mustCLI(t, "tenants", "list", "--dsn", dsn, "--isolation", iso, "--table", "pgtenant_bench"); out != "" {
+			t.Errorf("%s: bench left tenants behind: %q", iso, out)
+		}
+	}
+	mustCLI(t, "bench", "--dsn", dsn, "--tenants", "2", "--modes", "shared", "--duration", "50ms", "--keep")
+	if out := mustCLI(t, "tenants", "list", "--dsn", dsn, "--isolation", "shared", "--table", "pgtenant_bench"); out != "bench-00000\nbench-00001\n" {
+		t.Errorf("bench --keep: tenants %q", out)
 	}
 }

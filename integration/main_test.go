@@ -3,7 +3,7 @@ package integration
 import (
 	"testing"
 
-	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
+	"github.com/pgtenant/pgtenant/internal/pgtest"
 )
 
 func TestMain(m *testing.M) { pgtest.Main(m) }

@@ -2,6 +2,7 @@ package integration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -11,7 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/integration/conformance"
-	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
+	"github.com/pgtenant/pgtenant/internal/pgtest"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 	datastorage "schneider.vip/retryspool/storage/data"
@@ -159,5 +160,80 @@ func TestPgBouncerCLI(t *testing.T) {
 	mustCLI(t, "tenants", "drop", "acme", "--dsn", dsn, "--exec-mode", "describe")
 	if code, _, stderr := runCLI(t, "tenants", "list", "--dsn", dsn, "--exec-mode", "simple"); code != 2 || !strings.Contains(stderr, "--exec-mode") {
 		t.Fatalf("bad --exec-mode: exit %d, %s", code, stderr)
+	}
+}
+
+// TestPgBouncerDefaultModeSaysWhatToDo runs the default exec mode, which
+// prepares named statements, through PgBouncer's transaction pooling:
+// concurrent first writes from several client connections on one server
+// connection fail, and each failure is ErrPreparedStatements naming the
+// exec mode that works. The named statements stay on the server
+// connection, so a second Router in the default mode fails too; the
+// describe mode then works on the same server connection.
+func TestPgBouncerDefaultModeSaysWhatToDo(t *testing.T) {
+	t.Parallel()
+	b := pgtest.PgBouncer(t, 1)
+	dsn := b.DSN(t, pgtest.NewDatabase(t))
+	f := tenant.NewFactory(dsn).WithIsolation(tenant.SharedTable).WithConnectionLimits(8, 0)
+	r, err := f.NewRouter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	failures := func(r *tenant.Router, round int) (n int) {
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		for i := range 8 {
+			wg.Go(func() {
+				ctx := tenant.WithTenant(context.Background(), fmt.Sprintf("tenant-%d", i))
+				_, err := r.StoreData(ctx, fmt.Sprintf("m-%d", round), strings.NewReader("body"))
+				if err == nil {
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				n++
+				if !errors.Is(err, tenant.ErrPreparedStatements) || !strings.Contains(err.Error(), "WithExecMode(pgx.QueryExecModeCacheDescribe)") ||
+					!strings.Contains(err.Error(), "--exec-mode describe") {
+					t.Errorf("a failure that does not say what to do: %v", err)
+				}
+			})
+		}
+		wg.Wait()
+		return n
+	}
+	n := 0
+	for round := range 5 {
+		n += failures(r, round)
+	}
+	r.Close()
+	if n == 0 {
+		t.Fatal("the default exec mode worked through PgBouncer's transaction pooling; the test's premise is wrong")
+	}
+	t.Logf("%d of 40 first writes failed in the default mode", n)
+
+	// The first Router's named statements are still on the server
+	// connection: the next Router in the default mode trips over them.
+	r2, err := f.NewRouter()
+	if err == nil {
+		n2 := 0
+		for round := range 3 {
+			n2 += failures(r2, round)
+		}
+		r2.Close()
+		if n2 == 0 {
+			t.Errorf("a second Router in the default mode met none of the first one's statements")
+		}
+	} else if !errors.Is(err, tenant.ErrPreparedStatements) {
+		t.Errorf("second Router: %v, want ErrPreparedStatements", err)
+	}
+
+	// The describe mode works on the same server connection.
+	r3, err := f.WithExecMode(pgx.QueryExecModeCacheDescribe).NewRouter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r3.Close()
+	if n := failures(r3, 9); n != 0 {
+		t.Fatalf("describe mode: %d of 8 writes failed", n)
 	}
 }

@@ -11,9 +11,9 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/integration/conformance"
-	"github.com/pgtenant/pgtenant/integration/internal/pgtest"
 	"github.com/pgtenant/pgtenant/internal/engine"
 	"github.com/pgtenant/pgtenant/internal/pg"
+	"github.com/pgtenant/pgtenant/internal/pgtest"
 	"github.com/pgtenant/pgtenant/schema"
 )
 

@@ -34,9 +34,30 @@ ensure_packages() {
   command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
   if [ ${#missing[@]} -gt 0 ]; then
     log "installing ${missing[*]}"
-    as_root apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${missing[@]}" >&2
+    apt_get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt_get install -y -qq "${missing[@]}" >&2
   fi
+}
+
+# apt_get runs apt-get, waiting up to 10 minutes for another apt or dpkg
+# process (unattended upgrades, a second make) to release its locks instead
+# of failing at once. DPkg::Lock::Timeout covers the dpkg lock; the lists
+# lock of "apt-get update" is retried here.
+apt_get() {
+  local deadline=$((SECONDS + 600))
+  while true; do
+    if as_root apt-get -o DPkg::Lock::Timeout=600 "$@" 2>/tmp/pgtenant-apt.err; then
+      return 0
+    fi
+    if grep -q "Could not get lock" /tmp/pgtenant-apt.err && [ $SECONDS -lt $deadline ]; then
+      log "apt is busy (another process holds its lock); waiting"
+      sleep 5
+      continue
+    fi
+    cat /tmp/pgtenant-apt.err >&2
+    log "apt-get $* failed"
+    return 1
+  done
 }
 
 ensure_engine() {
@@ -89,9 +110,21 @@ build_local_image() {
   rootfs=$(mktemp -d /tmp/pgtenant-rootfs.XXXXXX)
   chmod 0755 "$rootfs" # mktemp makes it 0700; it becomes the image's /
   trap 'as_root rm -rf "$rootfs"' RETURN
-  log "building $local_image from $suite via debootstrap (about a minute)"
-  as_root debootstrap --variant=minbase --include=postgresql-15,pgbouncer "$suite" "$rootfs" "$mirror" >/tmp/pgtenant-debootstrap.log 2>&1 ||
-    { log "debootstrap failed; see /tmp/pgtenant-debootstrap.log"; exit 1; }
+  log "building $local_image from $suite via debootstrap (2 to 8 minutes, depending on the mirror)"
+  as_root debootstrap --variant=minbase --include=postgresql-15,pgbouncer "$suite" "$rootfs" "$mirror" >/tmp/pgtenant-debootstrap.log 2>&1 &
+  local pid=$! started=$SECONDS
+  # Progress every 20 s: the long step must not look hung.
+  while kill -0 "$pid" 2>/dev/null; do
+    for _ in $(seq 1 40); do
+      kill -0 "$pid" 2>/dev/null || break
+      sleep 0.5
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+      log "debootstrap: $((SECONDS - started)) s, $(grep -c '^I: \(Retrieving\|Validating\|Unpacking\|Configuring\)' /tmp/pgtenant-debootstrap.log || true) steps done; last: $(tail -n 1 /tmp/pgtenant-debootstrap.log | cut -c 1-60)"
+    fi
+  done
+  wait "$pid" || { log "debootstrap failed; see /tmp/pgtenant-debootstrap.log"; exit 1; }
+  log "debootstrap done in $((SECONDS - started)) s"
   as_root rm -rf "$rootfs"/usr/share/doc "$rootfs"/usr/share/man "$rootfs"/var/cache/apt/archives/*.deb \
     "$rootfs"/var/lib/apt/lists/* "$rootfs"/var/lib/postgresql/15 "$rootfs"/etc/postgresql/15
   as_root install -m 0755 "$here/postgres-image/docker-entrypoint.sh" "$rootfs/usr/local/bin/docker-entrypoint.sh"

@@ -33,6 +33,11 @@ var (
 	// a write or delete the outcome is unknown (old or new state, complete),
 	// and repeating the call is safe. See backend.ErrConnection.
 	ErrConnection = backend.ErrConnection
+	// ErrPreparedStatements reports named prepared statements mixed up by
+	// a pooler in transaction mode (PgBouncer before 1.21): use
+	// WithExecMode(pgx.QueryExecModeCacheDescribe). See
+	// backend.ErrPreparedStatements.
+	ErrPreparedStatements = backend.ErrPreparedStatements
 )
 
 type ctxKey struct{}

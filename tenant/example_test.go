@@ -1,9 +1,15 @@
 package tenant_test
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log"
 	"os"
+	"strings"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/tenant"
 	datastorage "schneider.vip/retryspool/storage/data"
 	metastorage "schneider.vip/retryspool/storage/meta"
@@ -34,4 +40,90 @@ func ExampleFactory_ForTenant() {
 	// Output:
 	// acme pgtenant pgtenant
 	// globex pgtenant pgtenant
+}
+
+// A Router made by Create reads the tenant of every call from the context:
+// storage shared by all tenants of a process, such as an API that stores
+// and reads bodies on behalf of requests.
+func ExampleFactory_Create() {
+	f := tenant.NewFactory(os.Getenv("DATABASE_URL")).WithIsolation(tenant.SchemaPerTenant)
+	storage, err := f.Create() // a datastorage.Backend (a *tenant.Router)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer storage.Close()
+
+	ctx := tenant.WithTenant(context.Background(), "acme-corp")
+	if _, err := storage.StoreData(ctx, "msg-1", strings.NewReader("hello")); err != nil {
+		log.Fatal(err)
+	}
+	rc, err := storage.GetDataReader(ctx, "msg-1")
+	if err != nil {
+		log.Fatal(err)
+	}
+	body, _ := io.ReadAll(rc)
+	rc.Close()
+	fmt.Printf("acme-corp reads %q\n", body)
+
+	// Another tenant does not see acme-corp's message.
+	other := tenant.WithTenant(context.Background(), "globex")
+	_, err = storage.GetDataReader(other, "msg-1")
+	fmt.Println("globex:", errors.Is(err, datastorage.ErrDataNotFound))
+	// Output:
+	// acme-corp reads "hello"
+	// globex: true
+}
+
+// NewRouter returns the *tenant.Router itself, for the administration
+// calls: Provision, List, Stats, Drop.
+func ExampleFactory_NewRouter() {
+	r, err := tenant.NewFactory(os.Getenv("DATABASE_URL")).
+		WithIsolation(tenant.SharedTable).
+		WithTableName("example_bodies").
+		NewRouter()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+
+	ctx := context.Background()
+	if err := r.Provision(ctx, "initech"); err != nil {
+		log.Fatal(err)
+	}
+	if _, err := r.StoreData(tenant.WithTenant(ctx, "initech"), "report", strings.NewReader("TPS")); err != nil {
+		log.Fatal(err)
+	}
+	st, err := r.Stats(ctx, "initech")
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(st.Tenant, st.Messages, "message,", st.Bytes, "bytes")
+	if err := r.Drop(ctx, "initech"); err != nil {
+		log.Fatal(err)
+	}
+	ids, err := r.List(ctx)
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("tenants after Drop:", len(ids))
+	// Output:
+	// initech 1 message, 3 bytes
+	// tenants after Drop: 0
+}
+
+// Behind PgBouncer in transaction pooling, use the describe exec mode: no
+// named statement is prepared on the server connections PgBouncer shares.
+func ExampleFactory_WithExecMode() {
+	bouncerDSN := os.Getenv("DATABASE_URL") // PgBouncer's address in production
+	f := tenant.NewFactory(bouncerDSN).WithExecMode(pgx.QueryExecModeCacheDescribe)
+	r, err := f.NewRouter()
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer r.Close()
+	ctx := tenant.WithTenant(context.Background(), "hooli")
+	n, err := r.StoreData(ctx, "m", strings.NewReader("via the pooler"))
+	fmt.Println(n, err)
+	// Output:
+	// 14 <nil>
 }

@@ -140,7 +140,9 @@ func (r *Router) read(id string, op func(*engine.Store) error) error {
 	err = op(e.data)
 	if errors.Is(err, pg.ErrTableMissing) {
 		r.core.ensured.Remove(id)
-		return fmt.Errorf("%w: tenant %q has no storage: %w", datastorage.ErrDataNotFound, id, err)
+		// The table's absence is the answer, not a fault: say so in the
+		// words of ErrDataNotFound, without the server's message.
+		return fmt.Errorf("%w: tenant %q has no stored messages", datastorage.ErrDataNotFound, id)
 	}
 	return err
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/csv"
 	"fmt"
+	"image/color"
 	"io"
 	"math/rand/v2"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
 	"gonum.org/v1/plot/vg"
+	"gonum.org/v1/plot/vg/draw"
 )
 
 // benchResult is one combination's outcome.
@@ -55,13 +57,15 @@ func benchCmd(o *options) *cobra.Command {
 	var (
 		tenantsFlag, sizesFlag, concFlag, isoFlag, csvPath, chartPath string
 		duration                                                      time.Duration
+		keep                                                          bool
 	)
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Load generator: store+read+delete cycles over tenants x body size x concurrency x isolation",
-		Long: "bench provisions the tenants, then runs store+read+delete cycles for --duration per\n" +
-			"combination, and prints cycles/s and p50/p99 per operation. --csv writes the results;\n" +
-			"--chart writes a bar chart of cycles/s (PNG or SVG, by extension).",
+		Long: "bench provisions the tenants bench-00000, bench-00001, ... in table pgtenant_bench, then runs\n" +
+			"store+read+delete cycles for --duration per combination, and prints cycles/s and p50/p99 per\n" +
+			"operation. --csv writes the results; --chart writes a bar chart of cycles/s (PNG or SVG, by\n" +
+			"extension). The bench tenants are dropped at the end unless --keep.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			tenantCounts, err := ints(tenantsFlag)
@@ -76,9 +80,19 @@ func benchCmd(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			isos := strings.Split(isoFlag, ",")
+			var isos []string
+			for _, m := range strings.Split(isoFlag, ",") {
+				m = strings.TrimSpace(m)
+				if _, err := parseMode("--modes", m); err != nil {
+					return err
+				}
+				isos = append(isos, m)
+			}
 			if duration <= 0 {
 				return usageError{fmt.Errorf("--duration must be positive")}
+			}
+			if ext := strings.ToLower(filepath.Ext(chartPath)); chartPath != "" && ext != ".png" && ext != ".svg" {
+				return usageError{fmt.Errorf("--chart %q: use a .png or .svg file", chartPath)}
 			}
 			dsn := o.databaseURL()
 			if dsn == "" {
@@ -90,17 +104,33 @@ func benchCmd(o *options) *cobra.Command {
 			var results []benchResult
 			for _, iso := range isos {
 				oi := *o
-				oi.isolation = strings.TrimSpace(iso)
+				oi.isolation = iso
 				oi.table = "pgtenant_bench"
 				r, err := oi.routerOn(cmd.Context(), dsn)
 				if err != nil {
 					return err
 				}
+				maxTenants := slices.Max(tenantCounts)
+				all := make([]string, maxTenants)
+				for i := range all {
+					all[i] = fmt.Sprintf("bench-%05d", i)
+				}
+				if !keep {
+					defer func() {
+						// A Router of its own: the benchmark's closes first.
+						if rr, err := oi.routerOn(context.WithoutCancel(cmd.Context()), dsn); err == nil {
+							failed, _ := rr.DropMany(context.WithoutCancel(cmd.Context()), all, 4)
+							rr.Close()
+							if len(failed) > 0 {
+								fmt.Fprintf(o.stderr, "could not drop %d bench tenants (%s mode); drop them with pgtenant tenants drop\n", len(failed), iso)
+							}
+						}
+					}()
+				}
 				for _, n := range tenantCounts {
-					ids := make([]string, n)
-					for i := range ids {
-						ids[i] = fmt.Sprintf("bench-%05d", i)
-						if err := r.Provision(cmd.Context(), ids[i]); err != nil {
+					ids := all[:n]
+					for _, id := range ids {
+						if err := r.Provision(cmd.Context(), id); err != nil {
 							r.Close()
 							return err
 						}
@@ -142,6 +172,7 @@ func benchCmd(o *options) *cobra.Command {
 	f.DurationVar(&duration, "duration", 3*time.Second, "time per combination")
 	f.StringVar(&csvPath, "csv", "", "write results as CSV to this file")
 	f.StringVar(&chartPath, "chart", "", "write a bar chart of cycles/s to this .png or .svg file")
+	f.BoolVar(&keep, "keep", false, "keep the bench-NNNNN tenants (by default they are dropped at the end)")
 	return c
 }
 
@@ -257,27 +288,103 @@ func writeBenchCSV(path string, results []benchResult) error {
 	return f.Close()
 }
 
+// modeColors gives each isolation mode its colour in the chart.
+var modeColors = map[string]color.Color{
+	"schema": color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff},
+	"table":  color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff},
+	"shared": color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff},
+}
+
+// modeLabels names each isolation mode in the chart's legend.
+var modeLabels = map[string]string{
+	"schema": "schema-per-tenant",
+	"table":  "table-per-tenant",
+	"shared": "shared table",
+}
+
+// writeBenchChart draws cycles/s as grouped bars: tenant counts along the
+// x axis, one bar (and colour) per isolation mode, and one panel per body
+// size and client count.
 func writeBenchChart(path string, results []benchResult) error {
-	ext := strings.ToLower(filepath.Ext(path))
-	if ext != ".png" && ext != ".svg" {
-		return usageError{fmt.Errorf("--chart %q: use a .png or .svg file", path)}
+	type facet struct{ size, conc int }
+	var (
+		facets  []facet
+		modes   []string
+		tenants []int
+	)
+	for _, r := range results {
+		if f := (facet{r.size, r.concurrency}); !slices.Contains(facets, f) {
+			facets = append(facets, f)
+		}
+		if !slices.Contains(modes, r.isolation) {
+			modes = append(modes, r.isolation)
+		}
+		if !slices.Contains(tenants, r.tenants) {
+			tenants = append(tenants, r.tenants)
+		}
 	}
-	p := plot.New()
-	p.Title.Text = "pgtenant: store+read+delete cycles/s"
-	p.Y.Label.Text = "cycles/s"
-	values := make(plotter.Values, len(results))
-	labels := make([]string, len(results))
-	for i, r := range results {
-		values[i] = float64(r.cycles) / r.seconds
-		labels[i] = r.label()
+	slices.Sort(tenants)
+	labels := make([]string, len(tenants))
+	for i, n := range tenants {
+		labels[i] = fmt.Sprintf("%d tenant", n)
+		if n != 1 {
+			labels[i] += "s"
+		}
 	}
-	bars, err := plotter.NewBarChart(values, vg.Points(20))
+	const barWidth = 20
+	plots := make([][]*plot.Plot, len(facets))
+	for fi, f := range facets {
+		p := plot.New()
+		p.Title.Text = fmt.Sprintf("%d-byte bodies, %d clients", f.size, f.conc)
+		p.Title.Padding = vg.Points(8)
+		p.Y.Label.Text = "store+read+delete cycles per second"
+		p.X.Label.Text = "tenants in the table or database"
+		p.Legend.Top, p.Legend.Left = true, true
+		p.Y.Min = 0
+		for mi, mode := range modes {
+			values := make(plotter.Values, len(tenants))
+			for _, r := range results {
+				if r.isolation == mode && r.size == f.size && r.concurrency == f.conc {
+					values[slices.Index(tenants, r.tenants)] = float64(r.cycles) / r.seconds
+				}
+			}
+			bars, err := plotter.NewBarChart(values, vg.Points(barWidth))
+			if err != nil {
+				return err
+			}
+			bars.Color = modeColors[mode]
+			bars.LineStyle.Width = 0
+			bars.Offset = vg.Points(float64(mi-len(modes)/2) * barWidth)
+			if len(modes)%2 == 0 {
+				bars.Offset += vg.Points(barWidth / 2)
+			}
+			p.Add(bars)
+			p.Legend.Add(modeLabels[mode], bars)
+		}
+		p.NominalX(labels...)
+		// Head room above the highest bar, so that no bar meets the title
+		// or the legend.
+		p.Y.Max *= 1.4
+		plots[fi] = []*plot.Plot{p}
+	}
+	width, height := vg.Length(max(5, 1.6*float64(len(tenants)*len(modes))/2))*vg.Inch, vg.Length(len(facets))*3.2*vg.Inch
+	img, err := draw.NewFormattedCanvas(width, height, strings.TrimPrefix(strings.ToLower(filepath.Ext(path)), "."))
 	if err != nil {
 		return err
 	}
-	p.Add(bars)
-	p.NominalX(labels...)
-	p.X.Tick.Label.Rotation = 0.6
-	p.X.Tick.Label.XAlign = -0.9
-	return p.Save(vg.Length(max(6, len(results))*60), 5*vg.Inch, path)
+	canvases := plot.Align(plots, draw.Tiles{Rows: len(facets), Cols: 1, PadX: vg.Millimeter, PadY: 4 * vg.Millimeter,
+		PadTop: 2 * vg.Millimeter, PadBottom: 2 * vg.Millimeter, PadLeft: 2 * vg.Millimeter, PadRight: 2 * vg.Millimeter},
+		draw.New(img))
+	for i := range plots {
+		plots[i][0].Draw(canvases[i][0])
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := img.WriteTo(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }

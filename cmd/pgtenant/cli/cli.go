@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -64,16 +65,49 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err == nil {
 		return ExitOK
 	}
-	fmt.Fprintln(stderr, "pgtenant:", err)
-	var u usageError
-	if errors.As(err, &u) || strings.HasPrefix(err.Error(), "unknown command") || strings.Contains(err.Error(), "arg(s)") {
+	// pgtenant's own errors start with "pgtenant: " already.
+	fmt.Fprintln(stderr, "pgtenant:", strings.TrimPrefix(err.Error(), "pgtenant: "))
+	if isUsage(err) {
 		return ExitUsage
 	}
 	return ExitError
 }
 
+// isUsage reports an error in what the user typed: flags, arguments, a
+// tenant id or a table name.
+func isUsage(err error) bool {
+	var u usageError
+	msg := err.Error()
+	return errors.As(err, &u) || errors.Is(err, tenant.ErrInvalidTenant) || errors.Is(err, schema.ErrInvalidName) ||
+		strings.HasPrefix(msg, "unknown command") || strings.Contains(msg, "arg(s)") || strings.HasPrefix(msg, "unknown flag")
+}
+
+// noSubcommand is the RunE of a command that only groups others: a word
+// that names none of them is a usage error.
+func noSubcommand(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return usageError{fmt.Errorf("%s needs a command: %s", cmd.Name(), subcommandNames(cmd))}
+	}
+	return usageError{fmt.Errorf("unknown command %q for %q: want %s", args[0], cmd.CommandPath(), subcommandNames(cmd))}
+}
+
+func subcommandNames(cmd *cobra.Command) string {
+	var names []string
+	for _, c := range cmd.Commands() {
+		if c.IsAvailableCommand() {
+			names = append(names, c.Name())
+		}
+	}
+	return strings.Join(names, ", ")
+}
+
 func (o *options) mode() (schema.Isolation, error) {
-	switch o.isolation {
+	return parseMode("--isolation", o.isolation)
+}
+
+// parseMode reads an isolation mode given to flag.
+func parseMode(flag, s string) (schema.Isolation, error) {
+	switch s {
 	case "schema":
 		return schema.SchemaPerTenant, nil
 	case "table":
@@ -81,7 +115,7 @@ func (o *options) mode() (schema.Isolation, error) {
 	case "shared":
 		return schema.SharedTable, nil
 	}
-	return 0, usageError{fmt.Errorf("--isolation %q: want schema, table or shared", o.isolation)}
+	return 0, usageError{fmt.Errorf("%s %q: want schema, table or shared", flag, s)}
 }
 
 func (o *options) databaseURL() string {
@@ -101,6 +135,15 @@ func (o *options) router(ctx context.Context) (*tenant.Router, error) {
 }
 
 func (o *options) routerOn(ctx context.Context, dsn string) (*tenant.Router, error) {
+	f, err := o.factory(dsn)
+	if err != nil {
+		return nil, err
+	}
+	return f.OpenRouter(ctx)
+}
+
+// factory is the Factory the global flags describe, on dsn.
+func (o *options) factory(dsn string) (*tenant.Factory, error) {
 	mode, err := o.mode()
 	if err != nil {
 		return nil, err
@@ -115,11 +158,11 @@ func (o *options) routerOn(ctx context.Context, dsn string) (*tenant.Router, err
 		return nil, usageError{fmt.Errorf("--exec-mode %q: want statement or describe", o.execMode)}
 	}
 	return tenant.NewFactory(dsn).WithIsolation(mode).WithTableName(o.table).WithExecMode(exec).
-		WithConnectionLimits(8, 1).OpenRouter(ctx)
+		WithConnectionLimits(8, 1), nil
 }
 
 func tenantsCmd(o *options) *cobra.Command {
-	c := &cobra.Command{Use: "tenants", Short: "List, provision, drop and inspect tenants"}
+	c := &cobra.Command{Use: "tenants", Short: "List, provision, drop and inspect tenants", Args: cobra.ArbitraryArgs, RunE: noSubcommand}
 	c.AddCommand(&cobra.Command{
 		Use: "list", Short: "List active tenants", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -179,35 +222,96 @@ func tenantsCmd(o *options) *cobra.Command {
 				return err
 			}
 			defer r.Close()
-			var rows []tenant.Stats
-			if len(ids) == 1 {
-				st, err := r.Stats(cmd.Context(), ids[0])
+			if len(ids) == 0 {
+				rows, err := r.Overview(cmd.Context())
 				if err != nil {
 					return err
 				}
-				rows = []tenant.Stats{st}
-			} else if rows, err = r.Overview(cmd.Context()); err != nil {
+				return printOverview(o.stdout, r, rows)
+			}
+			if err := tenant.Validate(ids[0]); err != nil {
 				return err
 			}
-			return printStats(o.stdout, r, rows)
+			active, err := r.List(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if !slices.Contains(active, ids[0]) {
+				return fmt.Errorf("no tenant %q in this store (never provisioned, or dropped); see pgtenant tenants list", ids[0])
+			}
+			st, err := r.Stats(cmd.Context(), ids[0])
+			if err != nil {
+				return err
+			}
+			return printStats(o.stdout, r, []tenant.Stats{st})
 		},
 	})
 	return c
 }
 
+// where says where a tenant's data lives.
+func where(r *tenant.Router, id string) (string, error) {
+	loc, err := r.Locate(id)
+	if err != nil {
+		return "", err
+	}
+	w := loc.Table.String()
+	if loc.Partition != "" {
+		w += " (tenant_id = " + loc.Partition + ")"
+	}
+	return w, nil
+}
+
+// queueStates lists RetrySpool's queue states in their order.
+var queueStates = []string{"incoming", "active", "deferred", "hold", "bounce", "archived"}
+
+// printStats prints exact statistics: bodies stored and their bytes, and,
+// for tenants with RetrySpool metadata, messages per queue state.
 func printStats(w io.Writer, r *tenant.Router, rows []tenant.Stats) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TENANT\tMESSAGES\tBYTES\tSTORED IN")
+	fmt.Fprintln(tw, "TENANT\tBODIES\tBODY BYTES\tQUEUED\tBY STATE\tSTORED IN")
 	for _, s := range rows {
-		loc, err := r.Locate(s.Tenant)
+		in, err := where(r, s.Tenant)
 		if err != nil {
 			return err
 		}
-		where := loc.Table.String()
-		if loc.Partition != "" {
-			where += " (tenant_id = " + loc.Partition + ")"
+		var states []string
+		for _, name := range queueStates {
+			if n := s.States[name]; n > 0 {
+				states = append(states, fmt.Sprintf("%s=%d", name, n))
+			}
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%s\n", s.Tenant, s.Messages, s.Bytes, where)
+		byState := strings.Join(states, " ")
+		if byState == "" {
+			byState = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", s.Tenant, s.Messages, s.Bytes, s.Queued, byState, in)
+	}
+	return tw.Flush()
+}
+
+// printOverview prints Overview's figures under names that say what they
+// are: in the per-tenant modes estimates and the table's size on disk, in
+// SharedTable exact counts and body bytes.
+func printOverview(w io.Writer, r *tenant.Router, rows []tenant.Stats) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	shared := len(rows) > 0
+	for _, s := range rows {
+		if loc, err := r.Locate(s.Tenant); err == nil && loc.Partition == "" {
+			shared = false
+		}
+	}
+	if shared {
+		fmt.Fprintln(tw, "TENANT\tBODIES\tBODY BYTES\tQUEUED\tSTORED IN")
+	} else {
+		fmt.Fprintln(tw, "TENANT\tBODIES (EST.)\tTABLE SIZE ON DISK\tQUEUED (EST.)\tSTORED IN")
+	}
+	for _, s := range rows {
+		in, err := where(r, s.Tenant)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", s.Tenant, s.Messages, s.Bytes, s.Queued, in)
 	}
 	return tw.Flush()
 }

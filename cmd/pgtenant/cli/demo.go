@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -14,8 +15,10 @@ import (
 	"github.com/pgtenant/pgtenant/tenant"
 	"github.com/spf13/cobra"
 	"github.com/testcontainers/testcontainers-go"
+	tclog "github.com/testcontainers/testcontainers-go/log"
 	"github.com/testcontainers/testcontainers-go/modules/postgres"
 	datastorage "schneider.vip/retryspool/storage/data"
+	metastorage "schneider.vip/retryspool/storage/meta"
 )
 
 // DefaultImage is the PostgreSQL image the demo starts when no database is
@@ -27,9 +30,12 @@ func demoCmd(o *options) *cobra.Command {
 	c := &cobra.Command{
 		Use:   "demo",
 		Short: "Play a SaaS queue host: several tenants' producers and consumers on one router and one pool",
-		Long: "demo stores, reads and deletes messages for several tenants through one router and one\n" +
-			"connection pool, prints a per-tenant table and proves that tenants cannot see each other's\n" +
-			"messages. Without --dsn and DATABASE_URL it starts a disposable PostgreSQL container\n" +
+		Long: "demo plays a queue host with one queue per tenant, all on one connection pool: each tenant's\n" +
+			"producer stores message bodies and RetrySpool metadata (state incoming) through storage pinned\n" +
+			"to the tenant; its consumer moves each message to active, reads the body back, and either\n" +
+			"completes it (deletes body and metadata) or defers it. It prints a per-tenant table and proves\n" +
+			"that tenants cannot see each other's messages. Without --dsn and DATABASE_URL it starts a\n" +
+			"disposable PostgreSQL container\n" +
 			"(image $PGTENANT_POSTGRES_IMAGE, default " + DefaultImage + ") and removes it at the end.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -44,33 +50,52 @@ func demoCmd(o *options) *cobra.Command {
 					image = DefaultImage
 				}
 				fmt.Fprintf(o.stdout, "starting a disposable PostgreSQL (%s)...\n", image)
-				ctr, err := postgres.Run(ctx, image, postgres.WithDatabase("pgtenant"),
+				// The demo's screen is for the demo: testcontainers' own log
+				// lines go nowhere.
+				tclog.SetDefault(tclog.NewNoopLogger())
+				ctr, err := postgres.Run(ctx, image, testcontainers.WithLogger(tclog.NewNoopLogger()), postgres.WithDatabase("pgtenant"),
 					postgres.WithUsername("postgres"), postgres.WithPassword("postgres"), postgres.BasicWaitStrategies())
 				defer func() {
 					if ctr != nil {
-						if err := testcontainers.TerminateContainer(ctr); err != nil {
+						if err := testcontainers.TerminateContainer(ctr, testcontainers.StopTimeout(time.Second)); err != nil {
 							fmt.Fprintln(o.stderr, "removing the container:", err)
 						}
 					}
 				}()
 				if err != nil {
-					return fmt.Errorf("starting PostgreSQL (is Docker running? `make demo` prepares it): %w", err)
+					return fmt.Errorf("starting PostgreSQL (%s): %w", containerHint(err, image), err)
 				}
 				if dsn, err = ctr.ConnectionString(ctx, "sslmode=disable"); err != nil {
 					return err
 				}
 			}
-			r, err := o.routerOn(ctx, dsn)
+			f, err := o.factory(dsn)
+			if err != nil {
+				return err
+			}
+			r, err := f.OpenRouter(ctx)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			return runDemo(ctx, o.stdout, r, tenants, messages)
+			return runDemo(ctx, o.stdout, f, r, tenants, messages)
 		},
 	}
 	c.Flags().IntVar(&tenants, "tenants", 4, "number of tenants")
 	c.Flags().IntVar(&messages, "messages", 50, "messages each tenant's producer stores")
 	return c
+}
+
+// containerHint says what to do about a container that did not start.
+func containerHint(err error, image string) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "reaper"):
+		return "testcontainers' reaper image is not available here: set TESTCONTAINERS_RYUK_DISABLED=true, as `make demo` does"
+	case strings.Contains(msg, "registry") || strings.Contains(msg, "pull"):
+		return "image " + image + " is not present and cannot be pulled: `make demo` builds a local image, or set PGTENANT_POSTGRES_IMAGE to one you have"
+	}
+	return "is Docker running? `make demo` prepares it"
 }
 
 func body(id string, i int) []byte {
@@ -80,48 +105,98 @@ func body(id string, i int) []byte {
 	return []byte(fmt.Sprintf("%s: message %d", id, i))
 }
 
-func runDemo(ctx context.Context, out io.Writer, r *tenant.Router, tenants, messages int) error {
+// queue is one tenant's storage in the demo: bodies and metadata, both
+// pinned to the tenant and sharing the host's pool.
+type queue struct {
+	id   string
+	data datastorage.Backend
+	meta metastorage.Backend
+}
+
+func runDemo(ctx context.Context, out io.Writer, f *tenant.Factory, r *tenant.Router, tenants, messages int) (err error) {
 	ids := make([]string, tenants)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("demo-tenant-%02d", i+1)
 	}
+	// Provision first: a tenant dropped by an earlier demo on the same
+	// database comes back, empty.
+	for _, id := range append(slices.Clone(ids), "demo-outsider") {
+		if err := r.Provision(ctx, id); err != nil {
+			return err
+		}
+	}
+	// One queue per tenant, as a RetrySpool host runs them: storage pinned
+	// to the tenant, so the queue's workers need no tenant in their context.
+	queues := make([]queue, 0, tenants)
+	defer func() {
+		for _, q := range queues {
+			err = errors.Join(err, q.data.Close(), q.meta.Close())
+		}
+	}()
+	for _, id := range ids {
+		data, err := f.ForTenant(id).Create()
+		if err != nil {
+			return err
+		}
+		meta, err := f.ForTenant(id).Meta().Create()
+		if err != nil {
+			data.Close()
+			return err
+		}
+		queues = append(queues, queue{id, data, meta})
+	}
 	start := time.Now()
-	// Producers: one per tenant, half of the messages through StoreData,
-	// half through the writer.
+	// Producers: one per tenant, half of the bodies through StoreData,
+	// half through the writer, each with its metadata in state incoming.
 	var wg sync.WaitGroup
 	errs := make(chan error, 2*tenants)
-	for _, id := range ids {
+	for _, q := range queues {
 		wg.Go(func() {
-			ctx := tenant.WithTenant(ctx, id)
 			for i := range messages {
-				if err := produce(ctx, r, fmt.Sprintf("msg-%03d", i), body(id, i), i%2 == 1); err != nil {
-					errs <- fmt.Errorf("producer %s: %w", id, err)
+				mid := fmt.Sprintf("msg-%03d", i)
+				if err := produce(ctx, q.data, mid, body(q.id, i), i%2 == 1); err != nil {
+					errs <- fmt.Errorf("producer %s: %w", q.id, err)
+					return
+				}
+				now := time.Now()
+				md := metastorage.MessageMetadata{ID: mid, State: metastorage.StateIncoming, MaxAttempts: 3,
+					Created: now, Updated: now, NextRetry: now, Size: int64(len(body(q.id, i)))}
+				if err := q.meta.StoreMeta(ctx, mid, md); err != nil {
+					errs <- fmt.Errorf("producer %s: %w", q.id, err)
 					return
 				}
 			}
 		})
 	}
 	wg.Wait()
-	// Consumers: read every message back, check it, delete every other one.
-	for _, id := range ids {
+	// Consumers: take each message (incoming to active), read its body and
+	// check it, then complete every other one (delete body and metadata)
+	// and defer the rest.
+	for _, q := range queues {
 		wg.Go(func() {
-			ctx := tenant.WithTenant(ctx, id)
 			for i := range messages {
 				mid := fmt.Sprintf("msg-%03d", i)
-				got, err := read(ctx, r, mid)
-				if err != nil {
-					errs <- fmt.Errorf("consumer %s: %s: %w", id, mid, err)
+				if err := q.meta.MoveToState(ctx, mid, metastorage.StateIncoming, metastorage.StateActive); err != nil {
+					errs <- fmt.Errorf("consumer %s: taking %s: %w", q.id, mid, err)
 					return
 				}
-				if !bytes.Equal(got, body(id, i)) {
-					errs <- fmt.Errorf("consumer %s: %s: wrong body", id, mid)
+				got, err := read(ctx, q.data, mid)
+				if err != nil {
+					errs <- fmt.Errorf("consumer %s: %s: %w", q.id, mid, err)
+					return
+				}
+				if !bytes.Equal(got, body(q.id, i)) {
+					errs <- fmt.Errorf("consumer %s: %s: wrong body", q.id, mid)
 					return
 				}
 				if i%2 == 0 {
-					if err := r.DeleteData(ctx, mid); err != nil {
-						errs <- fmt.Errorf("consumer %s: deleting %s: %w", id, mid, err)
-						return
-					}
+					err = errors.Join(q.data.DeleteData(ctx, mid), q.meta.DeleteMeta(ctx, mid))
+				} else {
+					err = q.meta.MoveToState(ctx, mid, metastorage.StateActive, metastorage.StateDeferred)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("consumer %s: finishing %s: %w", q.id, mid, err)
+					return
 				}
 			}
 		})
@@ -131,7 +206,7 @@ func runDemo(ctx context.Context, out io.Writer, r *tenant.Router, tenants, mess
 	if err := <-errs; err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "%d tenants x %d messages stored, read back, half deleted in %v through one pool (%d connections)\n\n",
+	fmt.Fprintf(out, "%d tenants x %d messages queued, taken, read back, half completed and half deferred in %v through one pool (%d connections)\n\n",
 		tenants, messages, time.Since(start).Round(time.Millisecond), r.PoolStats().MaxConns)
 	rows := make([]tenant.Stats, 0, len(ids))
 	for _, id := range ids {
@@ -164,15 +239,21 @@ func runDemo(ctx context.Context, out io.Writer, r *tenant.Router, tenants, mess
 	if err := r.DeleteData(outsider, "same-id"); !errors.Is(err, datastorage.ErrDataNotFound) {
 		return fmt.Errorf("isolation broken: a tenant without the message deleted one: %v", err)
 	}
-	fmt.Fprintf(out, "\nisolation: ok (%d tenants stored message \"same-id\"; each read only its own; another tenant found none)\n", tenants)
-	failed, err := r.DropMany(ctx, ids, 4)
+	// A queue's storage serves its own tenant only: a context naming
+	// another is refused before anything is read or written.
+	if _, err := queues[0].data.StoreData(tenant.WithTenant(ctx, ids[1]), "same-id", strings.NewReader("misrouted")); !errors.Is(err, tenant.ErrTenantMismatch) {
+		return fmt.Errorf("isolation broken: %s's queue accepted a write for %s: %v", ids[0], ids[1], err)
+	}
+	fmt.Fprintf(out, "\nisolation: ok (%d tenants stored message \"same-id\"; each read only its own; another tenant found none;"+
+		" %s's queue refused a write for %s)\n", tenants, ids[0], ids[1])
+	failed, err := r.DropMany(ctx, append(ids, "demo-outsider"), 4)
 	if err == nil && len(failed) > 0 {
 		err = fmt.Errorf("dropping demo tenants: %v", failed)
 	}
 	return err
 }
 
-func produce(ctx context.Context, r *tenant.Router, id string, data []byte, viaWriter bool) error {
+func produce(ctx context.Context, r datastorage.Backend, id string, data []byte, viaWriter bool) error {
 	if !viaWriter {
 		_, err := r.StoreData(ctx, id, bytes.NewReader(data))
 		return err
@@ -188,7 +269,7 @@ func produce(ctx context.Context, r *tenant.Router, id string, data []byte, viaW
 	return w.Close()
 }
 
-func read(ctx context.Context, r *tenant.Router, id string) ([]byte, error) {
+func read(ctx context.Context, r datastorage.Backend, id string) ([]byte, error) {
 	rc, err := r.GetDataReader(ctx, id)
 	if err != nil {
 		return nil, err

@@ -4,6 +4,7 @@ package pgtest
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net/url"
 	"os"
@@ -50,12 +51,26 @@ func AtExit(fn func()) {
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 func Main(m *testing.M) {
-	os.Exit(run(m))
+	os.Exit(run(m, false))
 }
 
-func run(m *testing.M) int {
+// MainWithExamples is Main for a package whose Examples connect to
+// DATABASE_URL, as the README's code does: it points DATABASE_URL at a
+// database of their own in the container. Without a container (and
+// without PGTENANT_REQUIRE_DOCKER=1), the Examples are left out as the
+// tests are skipped:
+//
+//	func TestMain(m *testing.M) { pgtest.MainWithExamples(m) }
+func MainWithExamples(m *testing.M) {
+	os.Exit(run(m, true))
+}
+
+func run(m *testing.M, examples bool) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	err := start(ctx)
+	if err == nil && examples {
+		err = setExampleDatabase(ctx)
+	}
 	cancel()
 	if err != nil {
 		skipReason = "no PostgreSQL container (" + firstLine(err.Error()) + "); run `make test` to prepare Docker"
@@ -64,6 +79,10 @@ func run(m *testing.M) int {
 			return 1
 		}
 		fmt.Fprintln(os.Stderr, "skipping integration tests:", skipReason)
+		if examples && flag.Lookup("test.run").Value.String() == "" {
+			fmt.Fprintln(os.Stderr, "leaving out the Examples, which need PostgreSQL")
+			_ = flag.Set("test.run", "^(Test|Fuzz)")
+		}
 	}
 	code := m.Run()
 	exitMu.Lock()
@@ -112,6 +131,35 @@ func start(ctx context.Context) error {
 	}
 	adminDSN = dsn
 	return nil
+}
+
+// setExampleDatabase creates the database "examples" and points
+// DATABASE_URL at it, with an empty search_path.
+func setExampleDatabase(ctx context.Context) error {
+	conn, err := pgx.Connect(ctx, adminDSN)
+	if err != nil {
+		return err
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE DATABASE examples"); err != nil {
+		return err
+	}
+	dsn, err := databaseDSN("examples")
+	if err != nil {
+		return err
+	}
+	// search_path '' as in NewDatabase: the README's code works without one.
+	return os.Setenv("DATABASE_URL", dsn+"&search_path=")
+}
+
+// databaseDSN is the container's DSN for database name.
+func databaseDSN(name string) (string, error) {
+	u, err := url.Parse(adminDSN)
+	if err != nil {
+		return "", err
+	}
+	u.Path = "/" + name
+	return u.String(), nil
 }
 
 func firstLine(s string) string {
@@ -191,11 +239,14 @@ func createDatabase(t testing.TB, name string) string {
 	if _, err := pool.Exec(context.Background(), "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
 		t.Fatalf("pgtest: creating database %s: %v", name, err)
 	}
-	u, err := url.Parse(adminDSN)
+	dsn, err := databaseDSN(name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.Path = "/" + name
+	u, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
 	q := u.Query()
 	q.Set("search_path", "")
 	u.RawQuery = q.Encode()

@@ -1,0 +1,11 @@
+package backend
+
+import (
+	"testing"
+
+	"github.com/pgtenant/pgtenant/internal/pgtest"
+)
+
+// The Examples are the README's code: they run against a PostgreSQL
+// container, at the DATABASE_URL pgtest gives them.
+func TestMain(m *testing.M) { pgtest.MainWithExamples(m) }

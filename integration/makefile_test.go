@@ -1,0 +1,65 @@
+package integration
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestMakefileStopsOnFailedSetup runs the Makefile's targets with a set-up
+// script that fails, and with one that succeeds as a control: a failing
+// set-up stops the target with the script's own message, before any go
+// command runs.
+func TestMakefileStopsOnFailedSetup(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Fatalf("make is needed to test the Makefile: %v", err)
+	}
+	dir := t.TempDir()
+	write := func(name, script string) string {
+		path := filepath.Join(dir, name)
+		if err := os.WriteFile(path, []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	failing := write("ensure-fails", "echo 'ensure-postgres: image nc-nonexistent:1 is neither present nor pullable' >&2\nexit 1\n")
+	working := write("ensure-works", "echo 'ensure-postgres: noise for the log' >&2\necho example/postgres:1\n")
+	marker := filepath.Join(dir, "go-ran")
+	fakeGo := write("go", "echo \"$@\" >> "+marker+"\n")
+	for _, target := range []string{"test", "demo", "bench"} {
+		run := func(ensure string) (string, error) {
+			os.Remove(marker)
+			cmd := exec.Command("make", "--no-print-directory", "-C", "..", target,
+				"ENSURE="+ensure, "GO="+fakeGo, "SETUP_LOG="+filepath.Join(dir, "setup.log"))
+			out, err := cmd.CombinedOutput()
+			return string(out), err
+		}
+		out, err := run(failing)
+		if err == nil {
+			t.Errorf("make %s with a failing set-up succeeded:\n%s", target, out)
+		}
+		if !strings.Contains(out, "neither present nor pullable") {
+			t.Errorf("make %s does not show the set-up's message:\n%s", target, out)
+		}
+		if _, err := os.Stat(marker); err == nil {
+			t.Errorf("make %s ran go after its set-up failed:\n%s", target, out)
+		}
+		// Control: the same target with a working set-up runs go.
+		out, err = run(working)
+		if err != nil {
+			t.Errorf("make %s with a working set-up: %v\n%s", target, err, out)
+		}
+		if _, err := os.Stat(marker); err != nil {
+			t.Errorf("make %s did not run go after a working set-up:\n%s", target, out)
+		}
+		if target == "demo" {
+			// The set-up's chatter goes to the log, not the screen.
+			if strings.Contains(out, "noise for the log") || !strings.Contains(out, "ready (example/postgres:1)") {
+				t.Errorf("make demo screen:\n%s", out)
+			}
+		}
+	}
+}
