@@ -136,13 +136,12 @@ func (w *StreamWriter) flush() error {
 			return err
 		}
 	}
-	tx, err := w.current()
-	if err != nil {
-		return err
-	}
 	s := w.s
-	if _, err := tx.Exec(w.ctx, s.chunkInsertSQL, s.args(w.id, w.version, w.seq, w.buf)...); err != nil {
+	if err := w.withTx(func(tx pgx.Tx) error {
+		_, err := tx.Exec(w.ctx, s.chunkInsertSQL, s.args(w.id, w.version, w.seq, w.buf)...)
 		return translate(err)
+	}); err != nil {
+		return err
 	}
 	w.seq++
 	w.buf = w.buf[:0]
@@ -153,18 +152,21 @@ func (w *StreamWriter) flush() error {
 // been aborted since).
 func (w *StreamWriter) started() bool { return w.stop != nil }
 
-// current returns the open transaction, or the context's error if it was
-// aborted.
-func (w *StreamWriter) current() (pgx.Tx, error) {
+// withTx runs fn on the open transaction, holding w.mu so that the
+// context's AfterFunc (abort) never rolls back while a statement is on
+// the connection: it waits for fn, whose statement ends promptly once the
+// context is done. Without an open transaction it returns the context's
+// cause, or ErrClosed.
+func (w *StreamWriter) withTx(fn func(tx pgx.Tx) error) error {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.tx == nil {
 		if err := context.Cause(w.ctx); err != nil {
-			return nil, err
+			return err
 		}
-		return nil, ErrClosed
+		return ErrClosed
 	}
-	return w.tx, nil
+	return fn(w.tx)
 }
 
 func (w *StreamWriter) begin() error {
@@ -188,7 +190,10 @@ func (w *StreamWriter) begin() error {
 		w.stop = context.AfterFunc(w.ctx, w.abort)
 		// Probe the chunk table before the first chunk goes out, so that a
 		// missing table can still be re-created and retried.
-		_, err = tx.Exec(w.ctx, w.s.probeSQL, w.s.mode)
+		err = w.withTx(func(tx pgx.Tx) error {
+			_, err := tx.Exec(w.ctx, w.s.probeSQL, w.s.mode)
+			return err
+		})
 		if err == nil {
 			return nil
 		}
@@ -272,35 +277,28 @@ func (w *StreamWriter) commit() error {
 	if err := context.Cause(w.ctx); err != nil {
 		return err
 	}
-	tx, err := w.current()
-	if err != nil {
-		return err
-	}
 	s := w.s
-	if s.quota {
-		if err := s.reserve(w.ctx, tx, w.id, w.n); err != nil {
-			return err
+	return w.withTx(func(tx pgx.Tx) error {
+		if s.quota {
+			if err := s.reserve(w.ctx, tx, w.id, w.n); err != nil {
+				return err
+			}
 		}
-	}
-	tag, err := tx.Exec(w.ctx, s.chunkedUpsertSQL, s.guarded(w.id, w.n, w.version)...)
-	if err != nil {
+		tag, err := tx.Exec(w.ctx, s.chunkedUpsertSQL, s.guarded(w.id, w.n, w.version)...)
+		if err != nil {
+			return translate(err)
+		}
+		if tag.RowsAffected() == 0 {
+			return ErrGuardFailed
+		}
+		if _, err := tx.Exec(w.ctx, s.chunkCleanSQL, s.args(w.id, w.version)...); err != nil {
+			return translate(err)
+		}
+		err = tx.Commit(w.ctx)
+		w.tx = nil
+		w.stop()
 		return translate(err)
-	}
-	if tag.RowsAffected() == 0 {
-		return ErrGuardFailed
-	}
-	if _, err := tx.Exec(w.ctx, s.chunkCleanSQL, s.args(w.id, w.version)...); err != nil {
-		return translate(err)
-	}
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if w.tx == nil {
-		return context.Cause(w.ctx)
-	}
-	err = w.tx.Commit(w.ctx)
-	w.tx = nil
-	w.stop()
-	return translate(err)
+	})
 }
 
 // Reader returns a reader over the body stored under id. A body kept inline
