@@ -134,6 +134,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"tenants", "stats", "nobody", "--dsn", dsn}, cli.ExitError, `no tenant "nobody"`},
 		{[]string{"bench", "--dsn", dsn, "--modes", "schema,bogus"}, cli.ExitUsage, `--modes "bogus"`},
 		{[]string{"bench", "--dsn", dsn, "--chart", "out.jpg"}, cli.ExitUsage, ".png or .svg"},
+		{[]string{"bench", "--dsn", dsn, "--affinity", "-1"}, cli.ExitUsage, "--affinity -1"},
 		{[]string{"tenants", "list", "--dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"}, cli.ExitError, "connect"},
 	}
 	for _, c := range cases {
@@ -176,7 +177,7 @@ func TestCLIBench(t *testing.T) {
 	if err != nil || !bytes.HasPrefix(png, []byte("\x89PNG")) {
 		t.Fatalf("chart is not a PNG: %v", err)
 	}
-	mustCLI(t, "bench", "--dsn", dsn, "--tenants", "1", "--modes", "table", "--duration", "100ms", "--chart", svgPath)
+	mustCLI(t, "bench", "--dsn", dsn, "--tenants", "1", "--modes", "table", "--duration", "100ms", "--chart", svgPath, "--affinity", "0")
 	if svg, err := os.ReadFile(svgPath); err != nil || !bytes.Contains(svg, []byte("<svg")) {
 		t.Fatalf("chart is not an SVG: %v", err)
 	}

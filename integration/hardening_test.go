@@ -429,7 +429,7 @@ func TestRouterCloseWithOpenStreams(t *testing.T) {
 			t.Errorf("writer Close after Close = %v, want ErrClosed", err)
 		}
 		_ = reader.Close()
-		other, err := tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(2, 0).NewRouter()
+		other, err := tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(1, 0).NewRouter()
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/hashicorp/golang-lru/v2"
-	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/internal/engine"
 	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/internal/registry"
@@ -20,8 +19,7 @@ import (
 // ensure-once. It composes the registry (where tenants live) and the engine
 // (how bytes move); it runs no SQL of its own.
 type core struct {
-	pool     *pgxpool.Pool
-	ownPool  bool
+	conns    *conns
 	reg      *registry.Registry
 	opts     engine.Options
 	resolver Resolver
@@ -52,8 +50,7 @@ const notifyChannel = "pgtenant_meta"
 
 // coreConfig is what a core is made of; the Factory fills it.
 type coreConfig struct {
-	pool        *pgxpool.Pool
-	ownPool     bool
+	conns       *conns
 	layout      schema.Layout
 	opts        engine.Options
 	resolver    Resolver
@@ -71,7 +68,7 @@ func newCore(ctx context.Context, cfg coreConfig) (*core, error) {
 	if cfg.cacheSize <= 0 {
 		return nil, fmt.Errorf("pgtenant: cache size %d must be positive", cfg.cacheSize)
 	}
-	obs, err := newObserver(cfg.observe, cfg.pool)
+	obs, err := newObserver(cfg.observe, cfg.conns.stat)
 	if err != nil {
 		return nil, err
 	}
@@ -83,7 +80,7 @@ func newCore(ctx context.Context, cfg coreConfig) (*core, error) {
 		return nil, err
 	}
 	c := &core{
-		pool: cfg.pool, ownPool: cfg.ownPool, reg: registry.New(cfg.pool, cfg.layout, cfg.lockTimeout),
+		conns: cfg.conns, reg: registry.New(cfg.conns.shared(), cfg.layout, cfg.lockTimeout),
 		opts: cfg.opts, resolver: cfg.resolver, ensured: cache, limit: newLimiter(cfg.concurrency), obs: obs,
 		views: newViewSet(),
 	}
@@ -100,9 +97,7 @@ func (c *core) close() {
 	}
 	c.obs.close()
 	c.ensured.Purge()
-	if c.ownPool {
-		c.pool.Close()
-	}
+	c.conns.close()
 }
 
 // compile returns the statements of the tenant placed at p without
@@ -115,11 +110,12 @@ func (c *core) compile(id string, p schema.Placement) (*entry, error) {
 	t := engine.Target{Table: p.Table, Partition: p.Partition,
 		Guard:   &engine.Guard{Read: registry.ReadGuard, Write: registry.WriteGuard, Args: args},
 		Account: &engine.Account{LockSQL: registry.UsageLockSQL, SetSQL: registry.UsageSetSQL, AddSQL: registry.UsageAddSQL, Args: args}}
-	data, err := engine.NewStore(c.pool, t, c.opts)
+	db := c.conns.forTenant(id)
+	data, err := engine.NewStore(db, t, c.opts)
 	if err != nil {
 		return nil, err
 	}
-	meta, err := engine.NewMetaStore(c.pool, t, c.opts.Mode, &engine.Notify{Channel: notifyChannel, Payload: c.reg.Store() + "/" + id})
+	meta, err := engine.NewMetaStore(db, t, c.opts.Mode, &engine.Notify{Channel: notifyChannel, Payload: c.reg.Store() + "/" + id})
 	if err != nil {
 		return nil, err
 	}

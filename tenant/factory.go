@@ -3,6 +3,7 @@ package tenant
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/backend"
+	"github.com/pgtenant/pgtenant/internal/affinity"
 	"github.com/pgtenant/pgtenant/internal/engine"
 	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/schema"
@@ -26,6 +28,9 @@ const (
 	// prepared statement cache in pools the Factory opens: enough for the
 	// three statements of about 1 300 hot tenants per connection.
 	DefaultStatementCacheCapacity = 4096
+	// DefaultAffinity is the connections per group of tenant-affine
+	// connections in pools the Factory opens; see WithConnectionAffinity.
+	DefaultAffinity = 1
 	// DefaultLockTimeout bounds how long Drop waits for a tenant's locks.
 	DefaultLockTimeout = 5 * time.Second
 )
@@ -57,6 +62,9 @@ type Factory struct {
 	logger            *slog.Logger
 	tracer            pgx.QueryTracer
 	connLifetime      time.Duration
+	// affinity is the connections per group of tenant-affine
+	// connections; 0: off.
+	affinity int
 
 	// pinned is the tenant of a ForTenant Factory, pin whether there is
 	// one.
@@ -86,6 +94,7 @@ func NewFactory(dsn string) *Factory {
 		maxIdle:      backend.DefaultMaxIdle,
 		cacheSize:    DefaultCacheSize,
 		stmtCacheCap: DefaultStatementCacheCapacity,
+		affinity:     DefaultAffinity,
 		mode:         pgx.QueryExecModeCacheStatement,
 		resolver:     ContextResolver,
 		lockTimeout:  DefaultLockTimeout,
@@ -131,6 +140,22 @@ func (f *Factory) WithTableSchema(name string) *Factory {
 // WithPool.
 func (f *Factory) WithConnectionLimits(maxOpen, maxIdle int) *Factory {
 	return f.with(func(c *Factory) { c.maxOpen, c.maxIdle = maxOpen, maxIdle })
+}
+
+// WithConnectionAffinity returns a copy whose own pool is split into groups
+// of connsPerGroup connections, each tenant using a stable pair of groups
+// (its first choice, and its second when the first is busy): each server
+// backend then caches the catalog entries and prepared statements of a
+// fraction of the tenants instead of all of them, which is faster and
+// takes less server memory with hundreds of tenants or more. Statements
+// waiting for a group are admitted round robin among tenants, so a tenant
+// flooding its groups does not starve the tenants that share them.
+// connsPerGroup 0 turns affinity off: any connection serves any tenant.
+// The default is DefaultAffinity. Ignored with WithPool (pgtenant cannot
+// split a pool it does not own); meaningless behind a transaction pooler,
+// which hands each transaction to any server connection.
+func (f *Factory) WithConnectionAffinity(connsPerGroup int) *Factory {
+	return f.with(func(c *Factory) { c.affinity = max(connsPerGroup, 0) })
 }
 
 // WithMaxConnLifetime returns a copy whose pool closes each connection
@@ -322,22 +347,43 @@ func (f *Factory) openCore(ctx context.Context) (*core, error) {
 	if err := engine.CheckExecMode(f.mode); err != nil {
 		return nil, err
 	}
-	pool, own := f.pool, false
-	if pool == nil {
-		if pool, err = pg.OpenPool(ctx, f.dsn, f.poolOptions()); err != nil {
-			return nil, err
-		}
-		own = true
+	conns, err := f.openConns(ctx)
+	if err != nil {
+		return nil, err
 	}
 	c, err := newCore(ctx, coreConfig{
-		pool: pool, ownPool: own, layout: layout,
+		conns: conns, layout: layout,
 		opts: engine.Options{Mode: f.mode, MaxMessageSize: f.maxSize,
 			MaxBytes: f.quotaBytes, MaxMessages: f.quotaMessages},
 		resolver: f.resolver, lockTimeout: f.lockTimeout, cacheSize: f.cacheSize, concurrency: f.tenantConcurrency,
 		observe: observerConfig{meterProvider: f.meterProvider, logger: f.logger, tenantAttr: f.tenantAttr},
 	})
-	if err != nil && own {
-		pool.Close()
+	if err != nil {
+		conns.close()
 	}
 	return c, err
+}
+
+// openConns opens the Factory's pool, split into groups when affinity is
+// on, or wraps the caller's pool.
+func (f *Factory) openConns(ctx context.Context) (*conns, error) {
+	if f.pool != nil {
+		return &conns{pool: f.pool}, nil
+	}
+	if f.affinity == 0 {
+		pool, err := pg.OpenPool(ctx, f.dsn, f.poolOptions())
+		if err != nil {
+			return nil, err
+		}
+		return &conns{pool: pool, own: true}, nil
+	}
+	cfg, err := pg.PoolConfig(f.dsn, f.poolOptions())
+	if err != nil {
+		return nil, err
+	}
+	groups, err := affinity.Open(ctx, cfg, f.affinity)
+	if err != nil {
+		return nil, fmt.Errorf("opening pool: %w", pg.ConnectionError(err))
+	}
+	return &conns{groups: groups, own: true}, nil
 }

@@ -54,6 +54,7 @@ func TestWithReturnsCopies(t *testing.T) {
 		"tenantAttr":        func(f *Factory) *Factory { return f.WithTenantAttribute(true) },
 		"logger":            func(f *Factory) *Factory { return f.WithLogger(slog.Default()) },
 		"tracer":            func(f *Factory) *Factory { return f.WithQueryTracer(nopTracer{}) },
+		"affinity":          func(f *Factory) *Factory { return f.WithConnectionAffinity(4) },
 	}
 	typ := reflect.TypeOf(Factory{})
 	covered := map[string]bool{"dsn": true, "shared": true, "maxIdle": true, "quotaMessages": true, "pinned": true, "pin": true}

@@ -23,7 +23,7 @@ func (c *core) startListener() {
 	c.listenOnce.Do(func() {
 		ctx, cancel := context.WithCancel(context.Background())
 		l := &listener{cancel: cancel}
-		cfg := c.pool.Config().ConnConfig.Copy()
+		cfg := c.conns.config().ConnConfig.Copy()
 		prefix := c.reg.Store() + "/"
 		l.done.Go(func() { l.run(ctx, cfg, prefix, c.views, c.obs) })
 		c.listener = l

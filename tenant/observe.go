@@ -6,7 +6,7 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgtenant/pgtenant/internal/affinity"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/metric/noop"
@@ -40,7 +40,7 @@ type observerConfig struct {
 	tenantAttr    bool
 }
 
-func newObserver(cfg observerConfig, pool *pgxpool.Pool) (*observer, error) {
+func newObserver(cfg observerConfig, stat func() affinity.Stat) (*observer, error) {
 	mp, log, tenantAttr := cfg.meterProvider, cfg.logger, cfg.tenantAttr
 	if mp == nil {
 		mp = noop.NewMeterProvider()
@@ -83,9 +83,9 @@ func newObserver(cfg observerConfig, pool *pgxpool.Pool) (*observer, error) {
 		return nil, err
 	}
 	reg, err := m.RegisterCallback(func(_ context.Context, ob metric.Observer) error {
-		s := pool.Stat()
-		ob.ObserveInt64(waits, s.EmptyAcquireCount())
-		ob.ObserveFloat64(waitTime, s.AcquireDuration().Seconds())
+		s := stat()
+		ob.ObserveInt64(waits, s.EmptyAcquireCount)
+		ob.ObserveFloat64(waitTime, s.AcquireDuration.Seconds())
 		return nil
 	}, waits, waitTime)
 	if err != nil {

@@ -337,12 +337,24 @@ type PoolStats struct {
 	MaxConns int32
 	// TotalConns are open now: AcquiredConns in use, IdleConns idle.
 	TotalConns, AcquiredConns, IdleConns int32
+	// Groups is the number of connection groups with tenant affinity
+	// (see Factory.WithConnectionAffinity); 1 without.
+	Groups int
+	// Escapes counts statements that waited affinity.EscapeAfter (100 ms)
+	// at their tenant's groups and then ran on another group's free
+	// connection.
+	Escapes int64
 }
 
 // PoolStats returns the counts of the shared pool's connections.
 func (r *Router) PoolStats() PoolStats {
-	s := r.core.pool.Stat()
-	return PoolStats{MaxConns: s.MaxConns(), TotalConns: s.TotalConns(), AcquiredConns: s.AcquiredConns(), IdleConns: s.IdleConns()}
+	s := r.core.conns.stat()
+	groups := 1
+	if g := r.core.conns.groups; g != nil {
+		groups = g.Groups()
+	}
+	return PoolStats{MaxConns: s.MaxConns, TotalConns: s.TotalConns, AcquiredConns: s.AcquiredConns, IdleConns: s.IdleConns,
+		Groups: groups, Escapes: s.Escapes}
 }
 
 // Close releases the Router; the last Router of a Factory value closes the

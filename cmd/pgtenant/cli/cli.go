@@ -35,6 +35,7 @@ type options struct {
 	isolation string
 	table     string
 	execMode  string
+	affinity  int
 	stdout    io.Writer
 	stderr    io.Writer
 }
@@ -60,6 +61,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&o.isolation, "isolation", "schema", "isolation mode: schema, table or shared")
 	pf.StringVar(&o.table, "table", "retryspool_data", "base table name")
 	pf.StringVar(&o.execMode, "exec-mode", "statement", "pgx statement mode: statement (prepared), or describe (no server-side\nprepared statements; use it behind PgBouncer in transaction pooling)")
+	pf.IntVar(&o.affinity, "affinity", tenant.DefaultAffinity, "connections per group of tenant-affine connections (0: any connection\nserves any tenant); see the README's Connection affinity")
 	root.AddCommand(demoCmd(o), tenantsCmd(o), migrateCmd(o), purgeCmd(o), benchCmd(o))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -157,8 +159,11 @@ func (o *options) factory(dsn string) (*tenant.Factory, error) {
 	default:
 		return nil, usageError{fmt.Errorf("--exec-mode %q: want statement or describe", o.execMode)}
 	}
+	if o.affinity < 0 {
+		return nil, usageError{fmt.Errorf("--affinity %d: want 0 (off) or connections per group", o.affinity)}
+	}
 	return tenant.NewFactory(dsn).WithIsolation(mode).WithTableName(o.table).WithExecMode(exec).
-		WithConnectionLimits(8, 1), nil
+		WithConnectionLimits(8, 1).WithConnectionAffinity(o.affinity), nil
 }
 
 func tenantsCmd(o *options) *cobra.Command {

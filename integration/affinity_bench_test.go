@@ -1,0 +1,238 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/pgtenant/pgtenant/internal/pgtest"
+	"github.com/pgtenant/pgtenant/schema"
+	"github.com/pgtenant/pgtenant/tenant"
+)
+
+// BenchmarkAffinity compares, at 1 000 tenants in every mode (and 10 000
+// in the per-tenant modes with PGTENANT_BENCH_10K=1), store+read+delete
+// cycles of 1 KiB from 16 clients, each cycle for a random tenant, on
+// pools of 16 connections: the plain backend on one table ("plain"), the
+// router with any connection for any tenant ("any", affinity off), and the
+// router with groups of 1, 2 (the default) and 4 connections ("aff1",
+// "aff2", "aff4"). Every variant first runs for PGTENANT_BENCH_WARM (20 s)
+// on its own; then the variants run in interleaved rounds (see
+// compareRounds). Afterwards it reports the private memory of each
+// variant's server backends (from /proc, the server being a local
+// container): the catalog, relation and plan caches that affinity bounds.
+func BenchmarkAffinity(b *testing.B) {
+	body := bytes.Repeat([]byte("x"), 1<<10)
+	warmFor := 20 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("PGTENANT_BENCH_WARM")); err == nil {
+		warmFor = v
+	}
+	type size struct {
+		mode schema.Isolation
+		n    int
+	}
+	sizes := []size{{schema.SchemaPerTenant, 1000}, {schema.TablePerTenant, 1000}, {schema.SharedTable, 1000}}
+	if os.Getenv("PGTENANT_BENCH_10K") == "1" {
+		sizes = append(sizes, size{schema.SchemaPerTenant, 10000}, size{schema.TablePerTenant, 10000})
+	}
+	for _, sz := range sizes {
+		b.Run(fmt.Sprintf("mode=%v/tenants=%d", sz.mode, sz.n), func(b *testing.B) {
+			ctx := context.Background()
+			dsn := benchDatabase(b)
+			base := benchFactory(dsn, sz.mode).WithConnectionAffinity(0)
+			admin, err := base.NewRouter()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer admin.Close()
+			ctxs := make([]context.Context, sz.n)
+			parallelTenants(b, sz.n, func(i int, id string) error {
+				ctxs[i] = tenant.WithTenant(ctx, id)
+				return admin.Provision(ctx, id)
+			})
+			names := []string{"plain", "any", "aff1", "aff2", "aff4"}
+			affinities := map[string]int{"any": 0, "aff1": 1, "aff2": 2, "aff4": 4}
+			plain := plainBackend(b, "bench_affinity_base")
+			ops := []func(w, i int) error{
+				func(w, i int) error { return cycle(ctx, plain, "p"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body) },
+			}
+			var routers []*tenant.Router
+			for _, name := range names[1:] {
+				app := fmt.Sprintf("affinity_%s_%v_%d", name, sz.mode, sz.n)
+				r, err := benchFactory(withParam(b, dsn, "application_name", app), sz.mode).
+					WithConnectionAffinity(affinities[name]).NewRouter()
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer r.Close()
+				routers = append(routers, r)
+				ops = append(ops, func(w, i int) error {
+					return cycle(ctxs[rand.IntN(len(ctxs))], r, name+strconv.Itoa(w)+"-"+strconv.Itoa(i), body)
+				})
+			}
+			for k, op := range ops {
+				start := time.Now()
+				rate := runFor(b, warmFor, op)
+				b.Logf("warm-up %s: %.0f cycles/s over %v", names[k], rate, time.Since(start).Round(time.Second))
+			}
+			// Latencies of the rounds only, per variant.
+			lats := make([]latencies, len(ops))
+			timed := make([]func(w, i int) error, len(ops))
+			for k, op := range ops {
+				timed[k] = func(w, i int) error {
+					t0 := time.Now()
+					err := op(w, i)
+					lats[k].add(time.Since(t0))
+					return err
+				}
+			}
+			compareRounds(b, names, timed)
+			for k, name := range names {
+				p50, p99 := lats[k].quantiles()
+				b.ReportMetric(float64(p50.Microseconds())/1000, name+"-p50-ms")
+				b.ReportMetric(float64(p99.Microseconds())/1000, name+"-p99-ms")
+			}
+			for k, name := range names[1:] {
+				mib, backends, err := backendMemory(b, fmt.Sprintf("affinity_%s_%v_%d", name, sz.mode, sz.n))
+				if err != nil {
+					b.Logf("server memory of %s: %v", name, err)
+					continue
+				}
+				b.ReportMetric(mib, name+"-MiB/backend")
+				b.Logf("%s: %d backends, %.1f MiB private memory each on average; %d groups, %d escapes",
+					name, backends, mib, routers[k].PoolStats().Groups, routers[k].PoolStats().Escapes)
+			}
+		})
+	}
+}
+
+// withParam returns dsn with a connection parameter set.
+func withParam(b *testing.B, dsn, key, value string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		b.Fatal(err)
+	}
+	q := u.Query()
+	q.Set(key, value)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// backendMemory returns the average private memory (Private_Clean +
+// Private_Dirty of /proc/PID/smaps_rollup), in MiB, of the server backends
+// whose application_name is app, and how many there are. The server runs
+// in the test's container on this machine: its backends are processes in
+// the container's PID namespace, found by their NSpid.
+func backendMemory(b *testing.B, app string) (float64, int, error) {
+	ctx := context.Background()
+	c := pgtest.Container(b)
+	info, err := c.Inspect(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", info.State.Pid))
+	if err != nil {
+		return 0, 0, err
+	}
+	pool := pgtest.NewPool(b, benchDatabase(b), nil)
+	rows, err := pool.Query(ctx, "SELECT pid FROM pg_catalog.pg_stat_activity WHERE application_name OPERATOR(pg_catalog.=) $1", app)
+	if err != nil {
+		return 0, 0, err
+	}
+	want := map[string]bool{}
+	for rows.Next() {
+		var pid int
+		if err := rows.Scan(&pid); err != nil {
+			return 0, 0, err
+		}
+		want[strconv.Itoa(pid)] = true
+	}
+	if err := rows.Err(); err != nil {
+		return 0, 0, err
+	}
+	procs, _ := filepath.Glob("/proc/[0-9]*")
+	var total int64
+	found := 0
+	for _, p := range procs {
+		if l, err := os.Readlink(p + "/ns/pid"); err != nil || l != ns {
+			continue
+		}
+		status, err := os.ReadFile(p + "/status")
+		if err != nil {
+			continue
+		}
+		var nspid string
+		for line := range strings.SplitSeq(string(status), "\n") {
+			if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" {
+				nspid = f[len(f)-1]
+			}
+		}
+		if !want[nspid] {
+			continue
+		}
+		kb, err := privateKB(p + "/smaps_rollup")
+		if err != nil {
+			return 0, 0, err
+		}
+		total += kb
+		found++
+	}
+	if found == 0 {
+		return 0, 0, fmt.Errorf("none of %d backends found in /proc", len(want))
+	}
+	return float64(total) / 1024 / float64(found), found, nil
+}
+
+func privateKB(path string) (int64, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var kb int64
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if f := strings.Fields(s.Text()); len(f) >= 2 && (f[0] == "Private_Clean:" || f[0] == "Private_Dirty:") {
+			v, err := strconv.ParseInt(f[1], 10, 64)
+			if err != nil {
+				return 0, err
+			}
+			kb += v
+		}
+	}
+	return kb, s.Err()
+}
+
+// latencies collects durations from many goroutines.
+type latencies struct {
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (l *latencies) add(d time.Duration) {
+	l.mu.Lock()
+	l.d = append(l.d, d)
+	l.mu.Unlock()
+}
+
+// quantiles returns the median and the 99th percentile.
+func (l *latencies) quantiles() (p50, p99 time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if len(l.d) == 0 {
+		return 0, 0
+	}
+	slices.Sort(l.d)
+	return l.d[len(l.d)/2], l.d[len(l.d)*99/100]
+}
