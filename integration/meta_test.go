@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/integration/conformance"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
@@ -232,4 +233,82 @@ func TestDropAndPurgeCoverMeta(t *testing.T) {
 			t.Fatal("the metadata table survived the drop")
 		}
 	})
+}
+
+// TestMetaNotificationsCoalesce writes metadata of 8 tenants from 16
+// goroutines, 400 writes in all, while a plain connection LISTENs on
+// pgtenant's channel: every tenant written is announced to other hosts,
+// after its writes, in far fewer notifications than writes (PostgreSQL
+// serialises the commits of notifying transactions, so one per write
+// would queue every write behind that lock).
+func TestMetaNotificationsCoalesce(t *testing.T) {
+	t.Parallel()
+	rb := setupRouter(t, schema.SharedTable)
+	ctx := context.Background()
+	listen, err := pgx.Connect(ctx, rb.dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer listen.Close(ctx)
+	if _, err := listen.Exec(ctx, "LISTEN pgtenant_meta"); err != nil {
+		t.Fatal(err)
+	}
+	const tenants, writers, perWriter = 8, 16, 25
+	metas := make([]metastorage.Backend, tenants)
+	for i := range metas {
+		if metas[i], err = rb.factory.ForTenant(fmt.Sprintf("n%d", i)).Meta().Create(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Go(func() {
+			for i := range perWriter {
+				id := fmt.Sprintf("m%d-%d", w, i)
+				if err := metas[(w+i)%tenants].StoreMeta(ctx, id, conformance.Meta(1, metastorage.StateIncoming)); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	for _, m := range metas {
+		m.Close() // the last Close sends what is pending
+	}
+	// A notification of our own, committed after every one of pgtenant's,
+	// arrives after them.
+	if _, err := rb.pool.Exec(ctx, "NOTIFY pgtenant_meta, 'end'"); err != nil {
+		t.Fatal(err)
+	}
+	announced := map[string]bool{}
+	notifications := 0
+	wctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		n, err := listen.WaitForNotification(wctx)
+		if err != nil {
+			t.Fatalf("waiting for notifications: %v", err)
+		}
+		if n.Payload == "end" {
+			break
+		}
+		notifications++
+		_, ids, ok := strings.Cut(n.Payload, "/")
+		if !ok {
+			t.Fatalf("payload %q has no store prefix", n.Payload)
+		}
+		for _, id := range strings.Split(ids, "\n") {
+			announced[id] = true
+		}
+	}
+	for i := range tenants {
+		if id := fmt.Sprintf("n%d", i); !announced[id] {
+			t.Errorf("tenant %s was written but never announced", id)
+		}
+	}
+	if writes := writers * perWriter; notifications*2 > writes {
+		t.Errorf("%d notifications for %d writes, want them coalesced (at most half as many)", notifications, writes)
+	}
+	t.Logf("%d writes of %d tenants announced in %d notifications", writers*perWriter, tenants, notifications)
 }

@@ -33,6 +33,7 @@ type core struct {
 	// views keep small queue states of tenants in memory for metadata
 	// scans; the listener tells them of other hosts' writes.
 	views      *viewSet
+	notifier   *engine.Notifier
 	listener   *listener
 	listenOnce sync.Once
 }
@@ -45,7 +46,7 @@ type entry struct {
 }
 
 // notifyChannel is the channel of metadata change notifications; the
-// payload is the store and the tenant, "store/tenant".
+// payload is the store and the tenants, "store/tenant\ntenant...".
 const notifyChannel = "pgtenant_meta"
 
 // coreConfig is what a core is made of; the Factory fills it.
@@ -84,6 +85,9 @@ func newCore(ctx context.Context, cfg coreConfig) (*core, error) {
 		opts: cfg.opts, resolver: cfg.resolver, ensured: cache, limit: newLimiter(cfg.concurrency), obs: obs,
 		views: newViewSet(),
 	}
+	c.notifier = engine.NewNotifier(cfg.conns.shared(), notifyChannel, c.reg.Store()+"/", func(err error) {
+		obs.log.Warn("pgtenant: a metadata change notification failed; other hosts see the change within "+maxViewAge.String(), "err", err)
+	})
 	if err := c.reg.Setup(ctx); err != nil {
 		obs.close()
 		return nil, fmt.Errorf("setting up %s: %w", c.reg.Store(), pg.Classify(err))
@@ -95,6 +99,7 @@ func (c *core) close() {
 	if c.listener != nil {
 		c.listener.stop()
 	}
+	c.notifier.Close()
 	c.obs.close()
 	c.ensured.Purge()
 	c.conns.close()
@@ -104,7 +109,7 @@ func (c *core) close() {
 // touching the database. Every statement carries the registry's guard, so
 // a tombstoned tenant has no data and takes no write on any host, whether
 // or not its drop finished; writes keep their usage in the tenant's
-// registry row; metadata writes notify other hosts.
+// registry row.
 func (c *core) compile(id string, p schema.Placement) (*entry, error) {
 	args := c.reg.GuardArgs(id)
 	t := engine.Target{Table: p.Table, Partition: p.Partition,
@@ -115,7 +120,7 @@ func (c *core) compile(id string, p schema.Placement) (*entry, error) {
 	if err != nil {
 		return nil, err
 	}
-	meta, err := engine.NewMetaStore(db, t, c.opts.Mode, &engine.Notify{Channel: notifyChannel, Payload: c.reg.Store() + "/" + id})
+	meta, err := engine.NewMetaStore(db, t, c.opts.Mode)
 	if err != nil {
 		return nil, err
 	}

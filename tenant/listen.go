@@ -2,11 +2,11 @@ package tenant
 
 import (
 	"context"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/internal/engine"
 )
 
 // listener holds one connection, outside the pool, that LISTENs for the
@@ -75,8 +75,10 @@ func (l *listener) listen(ctx context.Context, cfg *pgx.ConnConfig, prefix strin
 		if err != nil {
 			return err
 		}
-		if id, ok := strings.CutPrefix(n.Payload, prefix); ok {
-			views.changed(id)
+		if ids, ok := engine.ParsePayload(prefix, n.Payload); ok {
+			for _, id := range ids {
+				views.changed(id)
+			}
 		}
 	}
 }

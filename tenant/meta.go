@@ -95,7 +95,7 @@ func (b *MetaBackend) reading(id string, notFound error, op func(*engine.MetaSto
 // writing runs a write on tenant id's statements, creating its objects if
 // needed; the tenant's cached states are dropped once it is done.
 func (b *MetaBackend) writing(ctx context.Context, id string, op func(*engine.MetaStore) error) error {
-	defer b.r.core.views.changed(id)
+	defer b.r.core.metaChanged(id)
 	for attempt := 0; ; attempt++ {
 		e, err := b.r.core.ensure(ctx, id, false)
 		if err != nil {
@@ -142,7 +142,7 @@ func (b *MetaBackend) UpdateMeta(ctx context.Context, messageID string, metadata
 	if err != nil {
 		return err
 	}
-	defer b.r.core.views.changed(id)
+	defer b.r.core.metaChanged(id)
 	return b.reading(id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) error {
 		return b.r.writeErr(id, m.Update(ctx, messageID, metadata))
 	})
@@ -155,7 +155,7 @@ func (b *MetaBackend) DeleteMeta(ctx context.Context, messageID string) error {
 	if err != nil {
 		return err
 	}
-	defer b.r.core.views.changed(id)
+	defer b.r.core.metaChanged(id)
 	return b.reading(id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) error {
 		_, err := m.Delete(ctx, messageID)
 		return err
@@ -172,7 +172,7 @@ func (b *MetaBackend) MoveToState(ctx context.Context, messageID string, fromSta
 	if err != nil {
 		return err
 	}
-	defer b.r.core.views.changed(id)
+	defer b.r.core.metaChanged(id)
 	return b.reading(id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) error {
 		return b.r.writeErr(id, m.Move(ctx, messageID, fromState, toState))
 	})
@@ -342,4 +342,11 @@ func (it *metaIterator) Next(ctx context.Context) (metastorage.MessageMetadata, 
 func (it *metaIterator) Close() error {
 	it.closed.Store(true)
 	return nil
+}
+
+// metaChanged drops tenant id's cached states on this host at once, and
+// tells the other hosts.
+func (c *core) metaChanged(id string) {
+	c.views.changed(id)
+	c.notifier.Changed(id)
 }

@@ -4,6 +4,7 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	metastorage "schneider.vip/retryspool/storage/meta"
 )
@@ -11,6 +12,13 @@ import (
 // maxCached is the most messages of one queue state a view keeps in
 // memory; a larger state is read from the database on every scan.
 const maxCached = 1000
+
+// maxViewAge is how long a view is kept at most. Other hosts' changes
+// normally arrive through notifications within milliseconds; a
+// notification lost (its host crashed after the write and before the
+// notification, or the notification failed) delays them by at most this.
+// At 1 000 idle tenants it costs about 3 000 statements per maxViewAge.
+const maxViewAge = time.Minute
 
 // viewSet keeps, per tenant, the small queue states that metadata scans
 // read, so that a queue whose states did not change is scanned without a
@@ -32,6 +40,7 @@ type tenantView struct {
 	version uint64
 	states  map[metastorage.QueueState][]metastorage.MessageMetadata
 	counts  map[metastorage.QueueState]int64 // nil: not counted since the last change
+	filled  time.Time                        // when first filled since the last change
 }
 
 func newViewSet() *viewSet { return &viewSet{tenants: map[string]*tenantView{}} }
@@ -75,6 +84,12 @@ func (s *viewSet) changedAll() {
 func (v *tenantView) changed() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.changedLocked()
+}
+
+// changedLocked drops the view's contents. v.mu is held.
+func (v *tenantView) changedLocked() {
+	v.filled = time.Time{}
 	v.version++
 	clear(v.states)
 	v.counts = nil
@@ -85,6 +100,7 @@ func (v *tenantView) changed() {
 func (v *tenantView) state(state metastorage.QueueState) ([]metastorage.MessageMetadata, bool, uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.expire()
 	list, ok := v.states[state]
 	return list, ok, v.version
 }
@@ -96,6 +112,7 @@ func (v *tenantView) store(state metastorage.QueueState, version uint64, list []
 	defer v.mu.Unlock()
 	if v.version == version {
 		v.states[state] = list
+		v.fill()
 	}
 }
 
@@ -103,6 +120,7 @@ func (v *tenantView) store(state metastorage.QueueState, version uint64, list []
 func (v *tenantView) count(state metastorage.QueueState) (int64, bool, uint64) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.expire()
 	if v.counts == nil {
 		return 0, false, v.version
 	}
@@ -116,5 +134,22 @@ func (v *tenantView) storeCounts(version uint64, counts map[metastorage.QueueSta
 	defer v.mu.Unlock()
 	if v.version == version {
 		v.counts = maps.Clone(counts)
+		v.fill()
+	}
+}
+
+// fill notes when the view was first filled since its last change. v.mu
+// is held.
+func (v *tenantView) fill() {
+	if v.filled.IsZero() {
+		v.filled = time.Now()
+	}
+}
+
+// expire drops the view's contents once it is older than maxViewAge.
+// v.mu is held.
+func (v *tenantView) expire() {
+	if !v.filled.IsZero() && time.Since(v.filled) > maxViewAge {
+		v.changedLocked()
 	}
 }

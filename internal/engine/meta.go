@@ -13,12 +13,6 @@ import (
 	metastorage "schneider.vip/retryspool/storage/meta"
 )
 
-// Notify names the channel and payload that every metadata write sends
-// with pg_notify when it commits, so that other hosts learn of it.
-type Notify struct {
-	Channel, Payload string
-}
-
 // MetaStore keeps RetrySpool message metadata in the metadata table of a
 // Target (see ddl.MetaTable): one statement, so one round trip, per
 // operation. It is safe for concurrent use.
@@ -26,7 +20,6 @@ type MetaStore struct {
 	db     pg.DB
 	mode   pgx.QueryExecMode
 	target Target
-	notify *Notify
 
 	storeSQL, getSQL, updateSQL, deleteSQL, moveSQL string
 	firstPageSQL, nextPageSQL, countsSQL, purgeSQL  string
@@ -39,16 +32,16 @@ const metaCols = "message_id, meta_id, state, attempts, max_attempts, next_retry
 // listSorts are ListMessages' sort keys and the columns they sort by.
 var listSorts = map[string]string{"created": "created", "updated": "updated", "priority": "priority", "attempts": "attempts"}
 
-// NewMetaStore returns a MetaStore for t's metadata table over db. With
-// notify, every write sends it when it commits.
-func NewMetaStore(db pg.DB, t Target, mode pgx.QueryExecMode, notify *Notify) (*MetaStore, error) {
+// NewMetaStore returns a MetaStore for t's metadata table over db. Other
+// hosts learn of its writes through a Notifier, outside its statements.
+func NewMetaStore(db pg.DB, t Target, mode pgx.QueryExecMode) (*MetaStore, error) {
 	if mode == 0 {
 		mode = pgx.QueryExecModeCacheStatement
 	}
 	if err := CheckExecMode(mode); err != nil {
 		return nil, err
 	}
-	m := &MetaStore{db: db, mode: mode, target: t, notify: notify, listSQL: map[string]string{}}
+	m := &MetaStore{db: db, mode: mode, target: t, listSQL: map[string]string{}}
 	q := t.Table.Meta().Sanitize()
 	key, keyCols, part, conflict, k := "", "", "", "message_id", 1
 	if t.Partition != "" {
@@ -57,24 +50,11 @@ func NewMetaStore(db pg.DB, t Target, mode pgx.QueryExecMode, notify *Notify) (*
 	}
 	where := part + "message_id" + eq + fmt.Sprintf("$%d", k)
 	p := func(i int) string { return fmt.Sprintf("$%d", k+i) }
-	// Own parameters n, then the guard's two, then the notification's two.
+	// Own parameters n, then the guard's two.
 	read, write := func(int) string { return "" }, func(int) string { return "" }
 	if g := t.Guard; g != nil {
 		read = func(n int) string { return " AND " + g.Read(k+n+1) }
 		write = func(n int) string { return " AND " + g.Write(k+n+1) }
-	}
-	// notified wraps a writing statement that returns cols so that it also
-	// notifies, once per row written; n counts its own parameters.
-	notified := func(stmt, cols string, n int) string {
-		if notify == nil {
-			return stmt
-		}
-		first := k + n + 1
-		if t.Guard != nil {
-			first += len(t.Guard.Args)
-		}
-		return "WITH w AS (" + stmt + ") SELECT " + cols + " FROM w CROSS JOIN LATERAL (SELECT pg_catalog.pg_notify(" +
-			fmt.Sprintf("$%d::pg_catalog.text, $%d::pg_catalog.text", first, first+1) + ")) n"
 	}
 	vals := key + fmt.Sprintf("$%d::VARCHAR", k) + ", " + p(1) + "::pg_catalog.text, " + p(2) + "::SMALLINT, " + p(3) + "::INT, " +
 		p(4) + "::INT, " + p(5) + "::pg_catalog.timestamptz, COALESCE(" + p(6) + "::pg_catalog.timestamptz, pg_catalog.now()), pg_catalog.now(), " +
@@ -85,33 +65,23 @@ func NewMetaStore(db pg.DB, t Target, mode pgx.QueryExecMode, notify *Notify) (*
 	}
 	// Values come from EXCLUDED (Citus refuses non-immutable functions in
 	// DO UPDATE SET).
-	m.storeSQL = notified("INSERT INTO "+q+" ("+keyCols+metaCols+") "+source+" ON CONFLICT ("+conflict+") DO UPDATE SET"+
-		" meta_id = EXCLUDED.meta_id, state = EXCLUDED.state, attempts = EXCLUDED.attempts, max_attempts = EXCLUDED.max_attempts,"+
-		" next_retry = EXCLUDED.next_retry, created = EXCLUDED.created, updated = EXCLUDED.updated, last_error = EXCLUDED.last_error,"+
-		" size = EXCLUDED.size, priority = EXCLUDED.priority, headers = EXCLUDED.headers, retry_policy = EXCLUDED.retry_policy RETURNING 1", "1", 11)
+	m.storeSQL = "INSERT INTO " + q + " (" + keyCols + metaCols + ") " + source + " ON CONFLICT (" + conflict + ") DO UPDATE SET" +
+		" meta_id = EXCLUDED.meta_id, state = EXCLUDED.state, attempts = EXCLUDED.attempts, max_attempts = EXCLUDED.max_attempts," +
+		" next_retry = EXCLUDED.next_retry, created = EXCLUDED.created, updated = EXCLUDED.updated, last_error = EXCLUDED.last_error," +
+		" size = EXCLUDED.size, priority = EXCLUDED.priority, headers = EXCLUDED.headers, retry_policy = EXCLUDED.retry_policy"
 	// Update keeps created, as RetrySpool's filesystem backend does.
-	m.updateSQL = notified("UPDATE "+q+" SET meta_id = "+p(1)+"::pg_catalog.text, state = "+p(2)+"::SMALLINT, attempts = "+p(3)+"::INT,"+
-		" max_attempts = "+p(4)+"::INT, next_retry = "+p(5)+"::pg_catalog.timestamptz, updated = pg_catalog.now(),"+
-		" last_error = "+p(6)+"::pg_catalog.text, size = "+p(7)+"::BIGINT, priority = "+p(8)+"::INT, headers = "+p(9)+"::pg_catalog.jsonb,"+
-		" retry_policy = "+p(10)+"::pg_catalog.text WHERE "+where+write(10)+" RETURNING 1", "1", 10)
+	m.updateSQL = "UPDATE " + q + " SET meta_id = " + p(1) + "::pg_catalog.text, state = " + p(2) + "::SMALLINT, attempts = " + p(3) + "::INT," +
+		" max_attempts = " + p(4) + "::INT, next_retry = " + p(5) + "::pg_catalog.timestamptz, updated = pg_catalog.now()," +
+		" last_error = " + p(6) + "::pg_catalog.text, size = " + p(7) + "::BIGINT, priority = " + p(8) + "::INT, headers = " + p(9) + "::pg_catalog.jsonb," +
+		" retry_policy = " + p(10) + "::pg_catalog.text WHERE " + where + write(10)
 	m.getSQL = "SELECT " + metaCols + " FROM " + q + " WHERE " + where + read(0)
-	m.deleteSQL = notified("DELETE FROM "+q+" WHERE "+where+read(0)+" RETURNING state", "w.state", 0)
+	m.deleteSQL = "DELETE FROM " + q + " WHERE " + where + read(0) + " RETURNING state"
 	// Compare and swap in one statement: the update when the message is in
 	// the expected state, and whether the message exists at all.
 	move := "UPDATE " + q + " SET state = " + p(2) + "::SMALLINT, updated = pg_catalog.now() WHERE " + where +
 		" AND state" + eq + p(1) + "::SMALLINT" + write(2) + " RETURNING 1"
-	if notify != nil {
-		first := k + 3
-		if t.Guard != nil {
-			first += len(t.Guard.Args)
-		}
-		m.moveSQL = "WITH u AS (" + move + "), n AS (SELECT pg_catalog.pg_notify(" +
-			fmt.Sprintf("$%d::pg_catalog.text, $%d::pg_catalog.text", first, first+1) + ") FROM u)" +
-			" SELECT (SELECT pg_catalog.count(*) FROM u), (SELECT pg_catalog.count(*) FROM n), EXISTS (SELECT 1 FROM " + q + " WHERE " + where + read(2) + ")"
-	} else {
-		m.moveSQL = "WITH u AS (" + move + ") SELECT (SELECT pg_catalog.count(*) FROM u), 0::BIGINT, EXISTS (SELECT 1 FROM " +
-			q + " WHERE " + where + read(2) + ")"
-	}
+	m.moveSQL = "WITH u AS (" + move + ") SELECT (SELECT pg_catalog.count(*) FROM u), EXISTS (SELECT 1 FROM " +
+		q + " WHERE " + where + read(2) + ")"
 	// Statements on the whole table have no message id: their own
 	// parameters start at $k.
 	k--
@@ -153,15 +123,6 @@ func (m *MetaStore) args(rest ...any) []any {
 	a = append(a, rest...)
 	if m.target.Guard != nil {
 		a = append(a, m.target.Guard.Args...)
-	}
-	return a
-}
-
-// written returns args(rest...) followed by the notification's.
-func (m *MetaStore) written(rest ...any) []any {
-	a := m.args(rest...)
-	if m.notify != nil {
-		a = append(a, m.notify.Channel, m.notify.Payload)
 	}
 	return a
 }
@@ -237,7 +198,7 @@ func (m *MetaStore) Store(ctx context.Context, id string, md metastorage.Message
 		return err
 	}
 	return retry(ctx, writes, func() error {
-		tag, err := m.db.Exec(ctx, m.storeSQL, m.written(append([]any{id}, vals...)...)...)
+		tag, err := m.db.Exec(ctx, m.storeSQL, m.args(append([]any{id}, vals...)...)...)
 		if err != nil {
 			return translate(err)
 		}
@@ -277,7 +238,7 @@ func (m *MetaStore) Update(ctx context.Context, id string, md metastorage.Messag
 		return err
 	}
 	return retry(ctx, writes, func() error {
-		tag, err := m.db.Exec(ctx, m.updateSQL, m.written(append([]any{id}, vals...)...)...)
+		tag, err := m.db.Exec(ctx, m.updateSQL, m.args(append([]any{id}, vals...)...)...)
 		if err != nil {
 			return translate(err)
 		}
@@ -296,7 +257,7 @@ func (m *MetaStore) Delete(ctx context.Context, id string) (metastorage.QueueSta
 	}
 	var state int16
 	err := retry(ctx, writes, func() error {
-		err := m.db.QueryRow(ctx, m.deleteSQL, m.written(id)...).Scan(&state)
+		err := m.db.QueryRow(ctx, m.deleteSQL, m.args(id)...).Scan(&state)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return metaNotFound(id)
 		}
@@ -316,14 +277,10 @@ func (m *MetaStore) Move(ctx context.Context, id string, from, to metastorage.Qu
 	}
 	return retry(ctx, writes, func() error {
 		var (
-			moved, notified int64
-			exists          bool
+			moved  int64
+			exists bool
 		)
-		args := m.args(id, int16(from), int16(to))
-		if m.notify != nil {
-			args = append(args, m.notify.Channel, m.notify.Payload)
-		}
-		if err := m.db.QueryRow(ctx, m.moveSQL, args...).Scan(&moved, &notified, &exists); err != nil {
+		if err := m.db.QueryRow(ctx, m.moveSQL, m.args(id, int16(from), int16(to))...).Scan(&moved, &exists); err != nil {
 			return translate(err)
 		}
 		switch {

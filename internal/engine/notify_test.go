@@ -1,0 +1,38 @@
+package engine
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestPayloadsRoundTrip(t *testing.T) {
+	var ids []string
+	for i := range 500 {
+		ids = append(ids, strings.Repeat("t", 40)+string(rune('a'+i%26))+strings.Repeat("x", i%7))
+	}
+	payloads := Payloads("store/", ids)
+	if len(payloads) < 3 {
+		t.Fatalf("%d payloads for ~24 KB of ids, want them split", len(payloads))
+	}
+	var got []string
+	for _, p := range payloads {
+		if len(p) > MaxPayload {
+			t.Errorf("payload of %d bytes, want at most %d", len(p), MaxPayload)
+		}
+		part, ok := ParsePayload("store/", p)
+		if !ok {
+			t.Fatalf("payload %.20q… lacks its prefix", p)
+		}
+		got = append(got, part...)
+	}
+	if !slices.Equal(got, ids) {
+		t.Errorf("ids did not survive the round trip: %d in, %d out", len(ids), len(got))
+	}
+	if _, ok := ParsePayload("other/", payloads[0]); ok {
+		t.Error("another store's prefix matched")
+	}
+	if got, _ := ParsePayload("s/", "s/one"); !slices.Equal(got, []string{"one"}) {
+		t.Errorf("single id: %q", got)
+	}
+}
