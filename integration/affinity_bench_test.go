@@ -21,16 +21,18 @@ import (
 	"github.com/pgtenant/pgtenant/tenant"
 )
 
-// BenchmarkAffinity compares, at 1 000 tenants in every mode (and 10 000
-// in the per-tenant modes with PGTENANT_BENCH_10K=1), store+read+delete
-// cycles of 1 KiB from 16 clients, each cycle for a random tenant, on
-// pools of 16 connections: the plain backend on one table ("plain"), the
-// router with any connection for any tenant ("any", affinity off), and the
-// router with groups of 1, 2 (the default) and 4 connections ("aff1",
-// "aff2", "aff4"). Every variant first runs for PGTENANT_BENCH_WARM (20 s)
-// on its own; then the variants run in interleaved rounds (see
-// compareRounds). Afterwards it reports the private memory of each
-// variant's server backends (from /proc, the server being a local
+// BenchmarkAffinity compares store+read+delete cycles of 1 KiB from 16
+// clients, each cycle for a random tenant, on pools of 16 connections, at
+// 1 000 tenants in every mode, at one tenant in SchemaPerTenant (a tenant
+// alone spreads over the whole pool), and at 10 000 in the per-tenant
+// modes with PGTENANT_BENCH_10K=1 (only at 10 000 with "only"). Variants:
+// the plain backend on one table ("plain"), the router with any
+// connection for any tenant ("any", affinity off), and the router with
+// groups of 1 (the default), 2 and 4 connections ("aff1", "aff2",
+// "aff4"). Every variant first runs for PGTENANT_BENCH_WARM (20 s) on its
+// own; then the variants run in interleaved rounds (see compareRounds),
+// which also report p50 and p99. Afterwards it reports the private memory
+// of each variant's server backends (from /proc, the server being a local
 // container): the catalog, relation and plan caches that affinity bounds.
 func BenchmarkAffinity(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
@@ -42,9 +44,12 @@ func BenchmarkAffinity(b *testing.B) {
 		mode schema.Isolation
 		n    int
 	}
-	sizes := []size{{schema.SchemaPerTenant, 1000}, {schema.TablePerTenant, 1000}, {schema.SharedTable, 1000}}
-	if os.Getenv("PGTENANT_BENCH_10K") == "1" {
+	sizes := []size{{schema.SchemaPerTenant, 1}, {schema.SchemaPerTenant, 1000}, {schema.TablePerTenant, 1000}, {schema.SharedTable, 1000}}
+	switch os.Getenv("PGTENANT_BENCH_10K") {
+	case "1":
 		sizes = append(sizes, size{schema.SchemaPerTenant, 10000}, size{schema.TablePerTenant, 10000})
+	case "only":
+		sizes = []size{{schema.SchemaPerTenant, 10000}, {schema.TablePerTenant, 10000}}
 	}
 	for _, sz := range sizes {
 		b.Run(fmt.Sprintf("mode=%v/tenants=%d", sz.mode, sz.n), func(b *testing.B) {

@@ -1,8 +1,13 @@
 package affinity
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strconv"
 	"testing"
+	"time"
 )
 
 // TestGateRoundRobin queues five waiters of a flooding tenant, then one of
@@ -131,5 +136,55 @@ func TestChoices(t *testing.T) {
 	}
 	if a, b := Rank("x", 1); a != 0 || b != 0 {
 		t.Fatalf("one group: choices %d, %d", a, b)
+	}
+}
+
+// testPools is a Pools of n groups of one slot each, without connections:
+// enough for admission, which never touches a pool.
+func testPools(n int) *Pools {
+	p := &Pools{size: 1, total: n, held: map[string]int{}, active: map[string]int{}, recent: map[string]time.Time{}}
+	for range n {
+		p.groups = append(p.groups, &group{gate: newGate(1)})
+	}
+	return p
+}
+
+func TestAdmitSpreadsTheOnlyTenant(t *testing.T) {
+	p := testPools(4)
+	d := p.For("solo").(*db)
+	var got []int
+	for range 4 {
+		g, _, err := d.acquire(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, slices.Index(p.groups, g))
+	}
+	if want := d.order; !slices.Equal(got, want) {
+		t.Errorf("the only tenant got groups %v, want all four in its order %v", got, want)
+	}
+}
+
+func TestAdmitKeepsTenantsInTheirGroups(t *testing.T) {
+	p := testPools(8)
+	// Eight tenants active: each one's share is one slot.
+	for i := range 7 {
+		p.enter("other-" + strconv.Itoa(i))
+		p.leave("other-"+strconv.Itoa(i), false)
+	}
+	d := p.For("busy").(*db)
+	g, _, err := d.acquire(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g != p.groups[d.order[0]] {
+		t.Fatalf("first statement on group %d, want its first choice %d", slices.Index(p.groups, g), d.order[0])
+	}
+	// Six groups are free, but the tenant holds its share: it waits (and
+	// gives up before EscapeAfter).
+	ctx, cancel := context.WithTimeout(context.Background(), EscapeAfter/2)
+	defer cancel()
+	if g, _, err := d.acquire(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("second statement got group %d (err %v), want it to wait for its own groups", slices.Index(p.groups, g), err)
 	}
 }

@@ -155,7 +155,9 @@ func mix(z uint64) uint64 {
 // tenant holds less than its fair share, and otherwise wait at its first
 // or second choice, admitted fairly. So each server connection serves
 // about 2/Groups of the tenants, and caches only their statements and
-// relations.
+// relations. A tenant with more statements in flight than its two groups
+// hold (a busy tenant, or the only active one) spreads further, in its
+// order, up to its fair share of the whole pool.
 func (p *Pools) For(key string) pg.DB {
 	return &db{p: p, key: key, order: Order(key, len(p.groups))}
 }
@@ -175,7 +177,9 @@ type db struct {
 }
 
 // EscapeAfter is how long a statement waits at its groups before it takes
-// a free connection of any group. It keeps affinity from deadlocking: a
+// a free connection of any group; ten times as long for a tenant that
+// holds its fair share already (a tenant flooding its groups must not
+// spread over everyone's). It keeps affinity from deadlocking: a
 // goroutine holding a connection of its tenant's groups (an open stream)
 // that waits for another while every connection of those groups is held
 // the same way gets one elsewhere, as it would in an undivided pool.
@@ -206,16 +210,23 @@ func (p *Pools) share() int {
 	return max(p.size, (p.total+n-1)/n)
 }
 
-// claim counts a slot for key beyond its first choice if key holds less
-// than its share, and reports whether it did.
-func (p *Pools) claim(key string) bool {
+// claim counts a slot for key beyond its first choice if key holds at
+// least least and less than its share, and reports whether it did.
+func (p *Pools) claim(key string, least int) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.held[key] >= p.share() {
+	if h := p.held[key]; h < least || h >= p.share() {
 		return false
 	}
 	p.held[key]++
 	return true
+}
+
+// belowShare reports whether key holds less than its share.
+func (p *Pools) belowShare(key string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.held[key] < p.share()
 }
 
 // took counts a slot for key.
@@ -273,9 +284,11 @@ func (d *db) acquire(ctx context.Context) (*group, func(), error) {
 
 // admit finds the statement a slot and counts it as held: its first
 // choice if free; else its second choice if free and the tenant holds
-// less than its share; else the first in turn at its first choice (or its
-// second, if fewer wait there and the tenant is within its share). Only
-// after EscapeAfter of waiting does it take a free slot elsewhere.
+// less than its share; else, if the tenant alone holds as many slots as
+// its two groups have and less than its share, the next free group in its
+// order; else the first in turn at its first choice (or its second, if
+// fewer wait there and the tenant is within its share). Only after
+// EscapeAfter of waiting does it take a free slot elsewhere.
 func (d *db) admit(ctx context.Context) (*group, error) {
 	var g *group
 	if d.any {
@@ -290,15 +303,27 @@ func (d *db) admit(ctx context.Context) (*group, error) {
 			d.p.took(d.key)
 			return x, nil
 		}
-		if len(d.order) > 1 && d.p.claim(d.key) {
+		if len(d.order) > 1 && d.p.claim(d.key, 0) {
 			if x := d.p.groups[d.order[1]]; x.gate.tryAcquire(d.key) {
+				return x, nil
+			}
+			d.p.unclaim(d.key)
+		}
+		// A tenant that fills its two groups by itself (a busy tenant,
+		// or the only one) spreads over the next ones while within its
+		// share.
+		for _, i := range d.order[min(2, len(d.order)):] {
+			if !d.p.claim(d.key, 2*d.p.size) {
+				break
+			}
+			if x := d.p.groups[i]; x.gate.tryAcquire(d.key) {
 				return x, nil
 			}
 			d.p.unclaim(d.key)
 		}
 		g = d.p.groups[d.order[0]]
 		if len(d.order) > 1 {
-			if b := d.p.groups[d.order[1]]; b.gate.load() < g.gate.load() && d.p.claim(d.key) {
+			if b := d.p.groups[d.order[1]]; b.gate.load() < g.gate.load() && d.p.claim(d.key, 0) {
 				d.p.unclaim(d.key) // within its share: it may wait there
 				g = b
 			}
@@ -311,6 +336,7 @@ func (d *db) admit(ctx context.Context) (*group, error) {
 	}
 	timer := time.NewTimer(EscapeAfter)
 	defer timer.Stop()
+	var waited time.Duration
 	for {
 		select {
 		case <-w.ch:
@@ -322,6 +348,13 @@ func (d *db) admit(ctx context.Context) (*group, error) {
 			}
 			return nil, ctx.Err()
 		case <-timer.C:
+			waited += EscapeAfter
+			// A tenant at its share (one flooding its groups) escapes
+			// only after a long wait: it may hold slots it waits for.
+			if !d.any && waited < 10*EscapeAfter && !d.p.belowShare(d.key) {
+				timer.Reset(EscapeAfter)
+				continue
+			}
 			for _, x := range d.p.groups {
 				if x != g && x.gate.tryAcquire(d.key) {
 					if g.gate.cancel(d.key, w) {
