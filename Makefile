@@ -2,6 +2,10 @@
 # scripts/ensure-postgres.sh), then vets and runs every test with -race;
 # `make demo` prepares the same and runs `pgtenant demo` (see README).
 #
+# Packages are tested one at a time (-p 1): the integration package's
+# latency assertions (TestAffinityFairness) then do not share the 2 cores
+# with other packages' tests; it costs about 20 s.
+#
 # A failing set-up step stops the target with the script's own message:
 # each image name is assigned on its own (VAR=$(...)) so that the shell's
 # -e sees the script's exit status, which `export VAR=$(...)` would hide.
@@ -32,7 +36,7 @@ test:
 	$(GO) vet ./...; \
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }; \
 	[ "$$PGTENANT_REQUIRE_DOCKER" = 1 ] || echo "WARNING: PGTENANT_REQUIRE_DOCKER=$$PGTENANT_REQUIRE_DOCKER: integration tests that cannot start PostgreSQL are SKIPPED, not failed"; \
-	$(GO) test -race -count=1 -timeout 30m ./...
+	$(GO) test -race -count=1 -p 1 -timeout 30m ./...
 
 # The set-up's output goes to $(SETUP_LOG); the screen keeps the demo's.
 demo:

@@ -175,9 +175,9 @@ func TestPgBouncerDefaultModeSaysWhatToDo(t *testing.T) {
 	b := pgtest.PgBouncer(t, 1)
 	dsn := b.DSN(t, pgtest.NewDatabase(t))
 	f := tenant.NewFactory(dsn).WithIsolation(tenant.SharedTable).WithConnectionLimits(8, 0)
-	r, err := f.NewRouter()
-	if err != nil {
-		t.Fatal(err)
+	saysWhatToDo := func(err error) bool {
+		return errors.Is(err, tenant.ErrPreparedStatements) && strings.Contains(err.Error(), "WithExecMode(pgx.QueryExecModeCacheDescribe)") &&
+			strings.Contains(err.Error(), "--exec-mode describe")
 	}
 	failures := func(r *tenant.Router, round int) (n int) {
 		var mu sync.Mutex
@@ -192,8 +192,7 @@ func TestPgBouncerDefaultModeSaysWhatToDo(t *testing.T) {
 				mu.Lock()
 				defer mu.Unlock()
 				n++
-				if !errors.Is(err, tenant.ErrPreparedStatements) || !strings.Contains(err.Error(), "WithExecMode(pgx.QueryExecModeCacheDescribe)") ||
-					!strings.Contains(err.Error(), "--exec-mode describe") {
+				if !saysWhatToDo(err) {
 					t.Errorf("a failure that does not say what to do: %v", err)
 				}
 			})
@@ -201,15 +200,25 @@ func TestPgBouncerDefaultModeSaysWhatToDo(t *testing.T) {
 		wg.Wait()
 		return n
 	}
-	n := 0
-	for round := range 5 {
-		n += failures(r, round)
+	// The Router's own set-up statements run on several pool connections
+	// too (connection affinity spreads them), so it may fail already.
+	r, err := f.NewRouter()
+	switch {
+	case err == nil:
+		n := 0
+		for round := range 5 {
+			n += failures(r, round)
+		}
+		r.Close()
+		if n == 0 {
+			t.Fatal("the default exec mode worked through PgBouncer's transaction pooling; the test's premise is wrong")
+		}
+		t.Logf("%d of 40 first writes failed in the default mode", n)
+	case saysWhatToDo(err):
+		t.Logf("the first Router's set-up failed in the default mode: %v", err)
+	default:
+		t.Fatalf("first Router: %v, want ErrPreparedStatements saying what to do", err)
 	}
-	r.Close()
-	if n == 0 {
-		t.Fatal("the default exec mode worked through PgBouncer's transaction pooling; the test's premise is wrong")
-	}
-	t.Logf("%d of 40 first writes failed in the default mode", n)
 
 	// The first Router's named statements are still on the server
 	// connection: the next Router in the default mode trips over them.
@@ -223,8 +232,8 @@ func TestPgBouncerDefaultModeSaysWhatToDo(t *testing.T) {
 		if n2 == 0 {
 			t.Errorf("a second Router in the default mode met none of the first one's statements")
 		}
-	} else if !errors.Is(err, tenant.ErrPreparedStatements) {
-		t.Errorf("second Router: %v, want ErrPreparedStatements", err)
+	} else if !saysWhatToDo(err) {
+		t.Errorf("second Router: %v, want ErrPreparedStatements saying what to do", err)
 	}
 
 	// The describe mode works on the same server connection.

@@ -147,7 +147,9 @@ func (f *Factory) WithConnectionLimits(maxOpen, maxIdle int) *Factory {
 // (its first choice, and its second when the first is busy): each server
 // backend then caches the catalog entries and prepared statements of a
 // fraction of the tenants instead of all of them, which is faster and
-// takes less server memory with hundreds of tenants or more. Statements
+// takes less server memory with hundreds of tenants or more. A tenant
+// that fills its pair by itself (a busy tenant, or the only one) spreads
+// over further groups up to its fair share of the pool. Statements
 // waiting for a group are admitted round robin among tenants, so a tenant
 // flooding its groups does not starve the tenants that share them.
 // connsPerGroup 0 turns affinity off: any connection serves any tenant.

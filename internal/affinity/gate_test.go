@@ -188,3 +188,27 @@ func TestAdmitKeepsTenantsInTheirGroups(t *testing.T) {
 		t.Fatalf("second statement got group %d (err %v), want it to wait for its own groups", slices.Index(p.groups, g), err)
 	}
 }
+
+// TestSharedTakesAnyFreeGroup holds all groups but one busy, without
+// waiters: a statement of no tenant takes the free one at once instead of
+// queueing behind a busy one.
+func TestSharedTakesAnyFreeGroup(t *testing.T) {
+	p := testPools(4)
+	for i := range 3 {
+		if !p.groups[i].gate.tryAcquire("busy") {
+			t.Fatal("setup")
+		}
+	}
+	for range 4 { // from every rotating start
+		ctx, cancel := context.WithTimeout(context.Background(), EscapeAfter/2)
+		g, release, err := p.Shared().(*db).acquire(ctx)
+		cancel()
+		if err != nil {
+			t.Fatalf("waited with a group free: %v", err)
+		}
+		if g != p.groups[3] {
+			t.Fatalf("got group %d, want the free one", slices.Index(p.groups, g))
+		}
+		release()
+	}
+}

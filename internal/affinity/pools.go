@@ -21,6 +21,7 @@ type Pools struct {
 	groups      []*group
 	size, total int // connections per group (the smallest), in all
 	escapes     atomic.Int64
+	next        atomic.Uint64 // rotates the first group tried by Shared
 	closeOnce   sync.Once
 
 	mu     sync.Mutex
@@ -163,7 +164,8 @@ func (p *Pools) For(key string) pg.DB {
 }
 
 // Shared returns a database for statements of no tenant in particular
-// (the registry's): each runs on the group with the fewest waiters.
+// (the registry's): each runs on a free group, tried from a rotating
+// start, or waits at the group with the fewest waiters.
 func (p *Pools) Shared() pg.DB {
 	return &db{p: p, any: true}
 }
@@ -292,8 +294,18 @@ func (d *db) acquire(ctx context.Context) (*group, func(), error) {
 func (d *db) admit(ctx context.Context) (*group, error) {
 	var g *group
 	if d.any {
-		g = d.p.groups[0]
-		for _, x := range d.p.groups[1:] {
+		// Any free group, starting at a rotating one so that no backend
+		// runs all of them; else the one with the fewest waiters.
+		n := len(d.p.groups)
+		start := int(d.p.next.Add(1) % uint64(n))
+		for i := range n {
+			if x := d.p.groups[(start+i)%n]; x.gate.tryAcquire(d.key) {
+				d.p.took(d.key)
+				return x, nil
+			}
+		}
+		g = d.p.groups[start]
+		for _, x := range d.p.groups {
 			if x.gate.load() < g.gate.load() {
 				g = x
 			}
