@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/internal/pgtest"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
@@ -31,9 +32,11 @@ import (
 // groups of 1 (the default), 2 and 4 connections ("aff1", "aff2",
 // "aff4"). Every variant first runs for PGTENANT_BENCH_WARM (20 s) on its
 // own; then the variants run in interleaved rounds (see compareRounds),
-// which also report p50 and p99. Afterwards it reports the private memory
-// of each variant's server backends (from /proc, the server being a local
-// container): the catalog, relation and plan caches that affinity bounds.
+// which also report p50 and p99, and the CPU time that each variant's
+// server backends spent per cycle in them. Afterwards it reports the
+// private memory of each variant's server backends (from /proc, the
+// server being a local container): the catalog, relation and plan caches
+// that affinity bounds.
 func BenchmarkAffinity(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	warmFor := 20 * time.Second
@@ -68,14 +71,19 @@ func BenchmarkAffinity(b *testing.B) {
 			})
 			names := []string{"plain", "any", "aff1", "aff2", "aff4"}
 			affinities := map[string]int{"any": 0, "aff1": 1, "aff2": 2, "aff4": 4}
-			plain := plainBackend(b, "bench_affinity_base")
+			app := func(name string) string { return fmt.Sprintf("affinity_%s_%v_%d", name, sz.mode, sz.n) }
+			plain, err := backend.NewFactory(withParam(b, dsn, "application_name", app("plain"))).
+				WithConnectionLimits(benchClients, benchClients).WithTableName("bench_affinity_base").Open(ctx)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer plain.Close()
 			ops := []func(w, i int) error{
 				func(w, i int) error { return cycle(ctx, plain, "p"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body) },
 			}
 			var routers []*tenant.Router
 			for _, name := range names[1:] {
-				app := fmt.Sprintf("affinity_%s_%v_%d", name, sz.mode, sz.n)
-				r, err := benchFactory(withParam(b, dsn, "application_name", app), sz.mode).
+				r, err := benchFactory(withParam(b, dsn, "application_name", app(name)), sz.mode).
 					WithConnectionAffinity(affinities[name]).NewRouter()
 				if err != nil {
 					b.Fatal(err)
@@ -102,14 +110,34 @@ func BenchmarkAffinity(b *testing.B) {
 					return err
 				}
 			}
+			cpuBefore := make([]float64, len(names))
+			for k, name := range names {
+				if procs, err := backendProcs(b, app(name)); err == nil {
+					cpuBefore[k] = cpuSeconds(procs)
+				}
+			}
 			compareRounds(b, names, timed)
+			// Server CPU per cycle: the variant's backends' CPU time over
+			// the rounds, divided by the cycles it ran in them.
+			for k, name := range names {
+				procs, err := backendProcs(b, app(name))
+				if err != nil || len(lats[k].d) == 0 {
+					continue
+				}
+				ms := (cpuSeconds(procs) - cpuBefore[k]) * 1000 / float64(len(lats[k].d))
+				b.ReportMetric(ms, name+"-server-cpu-ms/cycle")
+			}
 			for k, name := range names {
 				p50, p99 := lats[k].quantiles()
 				b.ReportMetric(float64(p50.Microseconds())/1000, name+"-p50-ms")
 				b.ReportMetric(float64(p99.Microseconds())/1000, name+"-p99-ms")
 			}
+			if mib, backends, err := backendMemory(b, app("plain")); err == nil {
+				b.ReportMetric(mib, "plain-MiB/backend")
+				b.Logf("plain: %d backends, %.1f MiB private memory each on average", backends, mib)
+			}
 			for k, name := range names[1:] {
-				mib, backends, err := backendMemory(b, fmt.Sprintf("affinity_%s_%v_%d", name, sz.mode, sz.n))
+				mib, backends, err := backendMemory(b, app(name))
 				if err != nil {
 					b.Logf("server memory of %s: %v", name, err)
 					continue
@@ -134,42 +162,40 @@ func withParam(b *testing.B, dsn, key, value string) string {
 	return u.String()
 }
 
-// backendMemory returns the average private memory (Private_Clean +
-// Private_Dirty of /proc/PID/smaps_rollup), in MiB, of the server backends
-// whose application_name is app, and how many there are. The server runs
-// in the test's container on this machine: its backends are processes in
-// the container's PID namespace, found by their NSpid.
-func backendMemory(b *testing.B, app string) (float64, int, error) {
+// backendProcs returns the /proc directories of the server backends whose
+// application_name is app. The server runs in the test's container on
+// this machine: its backends are processes in the container's PID
+// namespace, found by their NSpid.
+func backendProcs(b *testing.B, app string) ([]string, error) {
 	ctx := context.Background()
 	c := pgtest.Container(b)
 	info, err := c.Inspect(ctx)
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/pid", info.State.Pid))
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	pool := pgtest.NewPool(b, benchDatabase(b), nil)
 	rows, err := pool.Query(ctx, "SELECT pid FROM pg_catalog.pg_stat_activity WHERE application_name OPERATOR(pg_catalog.=) $1", app)
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
 	want := map[string]bool{}
 	for rows.Next() {
 		var pid int
 		if err := rows.Scan(&pid); err != nil {
-			return 0, 0, err
+			return nil, err
 		}
 		want[strconv.Itoa(pid)] = true
 	}
 	if err := rows.Err(); err != nil {
-		return 0, 0, err
+		return nil, err
 	}
-	procs, _ := filepath.Glob("/proc/[0-9]*")
-	var total int64
-	found := 0
-	for _, p := range procs {
+	all, _ := filepath.Glob("/proc/[0-9]*")
+	var procs []string
+	for _, p := range all {
 		if l, err := os.Readlink(p + "/ns/pid"); err != nil || l != ns {
 			continue
 		}
@@ -177,26 +203,55 @@ func backendMemory(b *testing.B, app string) (float64, int, error) {
 		if err != nil {
 			continue
 		}
-		var nspid string
 		for line := range strings.SplitSeq(string(status), "\n") {
-			if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" {
-				nspid = f[len(f)-1]
+			if f := strings.Fields(line); len(f) > 1 && f[0] == "NSpid:" && want[f[len(f)-1]] {
+				procs = append(procs, p)
 			}
 		}
-		if !want[nspid] {
-			continue
-		}
+	}
+	if len(procs) == 0 {
+		return nil, fmt.Errorf("none of %d backends of %s found in /proc", len(want), app)
+	}
+	return procs, nil
+}
+
+// backendMemory returns the average private memory (Private_Clean +
+// Private_Dirty of /proc/PID/smaps_rollup), in MiB, of the server backends
+// whose application_name is app, and how many there are.
+func backendMemory(b *testing.B, app string) (float64, int, error) {
+	procs, err := backendProcs(b, app)
+	if err != nil {
+		return 0, 0, err
+	}
+	var total int64
+	for _, p := range procs {
 		kb, err := privateKB(p + "/smaps_rollup")
 		if err != nil {
 			return 0, 0, err
 		}
 		total += kb
-		found++
 	}
-	if found == 0 {
-		return 0, 0, fmt.Errorf("none of %d backends found in /proc", len(want))
+	return float64(total) / 1024 / float64(len(procs)), len(procs), nil
+}
+
+// cpuSeconds is the user and system CPU time of processes procs (fields
+// 14 and 15 of /proc/PID/stat, in clock ticks of 1/100 s).
+func cpuSeconds(procs []string) float64 {
+	var ticks int64
+	for _, p := range procs {
+		stat, err := os.ReadFile(p + "/stat")
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses.
+		f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+		if len(f) > 12 {
+			u, _ := strconv.ParseInt(f[11], 10, 64)
+			st, _ := strconv.ParseInt(f[12], 10, 64)
+			ticks += u + st
+		}
 	}
-	return float64(total) / 1024 / float64(found), found, nil
+	return float64(ticks) / 100
 }
 
 func privateKB(path string) (int64, error) {
