@@ -335,9 +335,8 @@ func (d *db) admit(ctx context.Context) (*group, error) {
 		}
 		g = d.p.groups[d.order[0]]
 		if len(d.order) > 1 {
-			if b := d.p.groups[d.order[1]]; b.gate.load() < g.gate.load() && d.p.claim(d.key, 0) {
-				d.p.unclaim(d.key) // within its share: it may wait there
-				g = b
+			if b := d.p.groups[d.order[1]]; b.gate.load() < g.gate.load() && d.p.belowShare(d.key) {
+				g = b // within its share: it may wait there
 			}
 		}
 	}

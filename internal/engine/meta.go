@@ -43,20 +43,10 @@ func NewMetaStore(db pg.DB, t Target, mode pgx.QueryExecMode) (*MetaStore, error
 	}
 	m := &MetaStore{db: db, mode: mode, target: t, listSQL: map[string]string{}}
 	q := t.Table.Meta().Sanitize()
-	key, keyCols, part, conflict, k := "", "", "", "message_id", 1
-	if t.Partition != "" {
-		key, keyCols, conflict, k = "$1::pg_catalog.text, ", schema.TenantColumn+", ", schema.TenantColumn+", message_id", 2
-		part = schema.TenantColumn + eq + "$1 AND "
-	}
-	where := part + "message_id" + eq + fmt.Sprintf("$%d", k)
-	p := func(i int) string { return fmt.Sprintf("$%d", k+i) }
-	// Own parameters n, then the guard's two.
-	read, write := func(int) string { return "" }, func(int) string { return "" }
-	if g := t.Guard; g != nil {
-		read = func(n int) string { return " AND " + g.Read(k+n+1) }
-		write = func(n int) string { return " AND " + g.Write(k+n+1) }
-	}
-	vals := key + fmt.Sprintf("$%d::VARCHAR", k) + ", " + p(1) + "::pg_catalog.text, " + p(2) + "::SMALLINT, " + p(3) + "::INT, " +
+	sq := t.clauses()
+	key, keyCols, part, conflict, where := sq.key, sq.keyCols, sq.part, sq.conflict, sq.where
+	p, read, write := sq.p, sq.read, sq.write
+	vals := key + fmt.Sprintf("$%d::VARCHAR", sq.k) + ", " + p(1) + "::pg_catalog.text, " + p(2) + "::SMALLINT, " + p(3) + "::INT, " +
 		p(4) + "::INT, " + p(5) + "::pg_catalog.timestamptz, COALESCE(" + p(6) + "::pg_catalog.timestamptz, pg_catalog.now()), pg_catalog.now(), " +
 		p(7) + "::pg_catalog.text, " + p(8) + "::BIGINT, " + p(9) + "::INT, " + p(10) + "::pg_catalog.jsonb, " + p(11) + "::pg_catalog.text"
 	source := "VALUES (" + vals + ")"
@@ -84,7 +74,7 @@ func NewMetaStore(db pg.DB, t Target, mode pgx.QueryExecMode) (*MetaStore, error
 		q + " WHERE " + where + read(2) + ")"
 	// Statements on the whole table have no message id: their own
 	// parameters start at $k.
-	k--
+	sq.k--
 	m.firstPageSQL = "SELECT " + metaCols + " FROM " + q + " WHERE " + part + "state" + eq + p(1) + "::SMALLINT" + read(2) +
 		" ORDER BY created, message_id LIMIT " + p(2)
 	m.nextPageSQL = "SELECT " + metaCols + " FROM " + q + " WHERE " + part + "state" + eq + p(1) + "::SMALLINT" +

@@ -129,22 +129,10 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 	s := &Store{db: db, mode: o.Mode, target: t, maxSize: o.MaxMessageSize, chunkSize: o.ChunkSize,
 		quota: quota, maxBytes: o.MaxBytes, maxMsgs: o.MaxMessages}
 	q, c := t.Table.Sanitize(), t.Table.Chunks().Sanitize()
-	// p(i) numbers the statement's own parameters after the key.
-	key, keyCols, part, conflict, k := "", "", "", "message_id", 1
-	if t.Partition != "" {
-		key, keyCols, conflict, k = "$1::pg_catalog.text, ", schema.TenantColumn+", ", schema.TenantColumn+", message_id", 2
-		part = schema.TenantColumn + eq + "$1 AND "
-	}
-	where := part + "message_id" + eq + fmt.Sprintf("$%d", k)
-	p := func(i int) string { return fmt.Sprintf("$%d", k+i) }
-	// read and write return the guard's condition for a statement with n
-	// parameters of its own, preceded by AND.
-	read, write := func(int) string { return "" }, func(int) string { return "" }
-	if g := t.Guard; g != nil {
-		read = func(n int) string { return " AND " + g.Read(k+n+1) }
-		write = func(n int) string { return " AND " + g.Write(k+n+1) }
-	}
-	idv := fmt.Sprintf("$%d::VARCHAR", k)
+	sq := t.clauses()
+	key, keyCols, part, conflict, where := sq.key, sq.keyCols, sq.part, sq.conflict, sq.where
+	p, read, write := sq.p, sq.read, sq.write
+	idv := fmt.Sprintf("$%d::VARCHAR", sq.k)
 	upsert := func(vals string, n int) string {
 		source := "VALUES (" + vals + ")"
 		if t.Guard != nil {
@@ -182,7 +170,7 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 	}
 	// Statements on the whole target have no message id: their own
 	// parameters start at $k.
-	k--
+	sq.k--
 	s.countSQL = "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(size), 0)::BIGINT FROM " + q + " WHERE " + partOnly
 	s.statsSQL = "SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(size), 0)::BIGINT, pg_catalog.min(created), pg_catalog.max(created) FROM " +
 		q + " WHERE " + partOnly + read(0)
@@ -487,4 +475,46 @@ func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
 			return total, nil
 		}
 	}
+}
+
+// clauses are the pieces of SQL that the statements on a Target share:
+// SharedTable's tenant column before the message id, the message row's
+// condition, parameter numbers and the registry guard's conditions.
+type clauses struct {
+	key      string // the tenant's value before the message id in a VALUES list, or ""
+	keyCols  string // the tenant column before message_id in a column list, or ""
+	part     string // the tenant's rows, "tenant_id = $1 AND ", or ""
+	conflict string // the primary key's columns
+	where    string // the message's row
+	k        int    // the message id's parameter; statements on the whole table lower it by one
+	guard    *Guard
+}
+
+func (t Target) clauses() *clauses {
+	c := &clauses{conflict: "message_id", k: 1, guard: t.Guard}
+	if t.Partition != "" {
+		c.key, c.keyCols, c.conflict, c.k = "$1::pg_catalog.text, ", schema.TenantColumn+", ", schema.TenantColumn+", message_id", 2
+		c.part = schema.TenantColumn + eq + "$1 AND "
+	}
+	c.where = c.part + "message_id" + eq + fmt.Sprintf("$%d", c.k)
+	return c
+}
+
+// p numbers the statement's own parameters after the message id.
+func (c *clauses) p(i int) string { return fmt.Sprintf("$%d", c.k+i) }
+
+// read and write return the guard's condition for a statement with n
+// parameters of its own, preceded by AND ("" without a guard).
+func (c *clauses) read(n int) string {
+	if c.guard == nil {
+		return ""
+	}
+	return " AND " + c.guard.Read(c.k+n+1)
+}
+
+func (c *clauses) write(n int) string {
+	if c.guard == nil {
+		return ""
+	}
+	return " AND " + c.guard.Write(c.k+n+1)
 }
