@@ -59,7 +59,7 @@ func BenchmarkAffinity(b *testing.B) {
 			ctx := context.Background()
 			dsn := benchDatabase(b)
 			base := benchFactory(dsn, sz.mode).WithConnectionAffinity(0)
-			admin, err := base.NewRouter()
+			admin, err := openHost(base)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -81,10 +81,10 @@ func BenchmarkAffinity(b *testing.B) {
 			ops := []func(w, i int) error{
 				func(w, i int) error { return cycle(ctx, plain, "p"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body) },
 			}
-			var routers []*tenant.Router
+			var routers []*host
 			for _, name := range names[1:] {
-				r, err := benchFactory(withParam(b, dsn, "application_name", app(name)), sz.mode).
-					WithConnectionAffinity(affinities[name]).NewRouter()
+				r, err := openHost(benchFactory(withParam(b, dsn, "application_name", app(name)), sz.mode).
+					WithConnectionAffinity(affinities[name]))
 				if err != nil {
 					b.Fatal(err)
 				}

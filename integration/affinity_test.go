@@ -42,14 +42,14 @@ func TestAffinityFairness(t *testing.T) {
 	// ratio measures the victims on a Router of f, the flood on floodR, or
 	// on the victims' Router when floodR is nil.
 	ratio := func(t *testing.T, f *tenant.Factory, floodF *tenant.Factory) float64 {
-		r, err := f.NewRouter()
+		r, err := openHost(f)
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer r.Close()
 		fr := r
 		if floodF != nil {
-			if fr, err = floodF.NewRouter(); err != nil {
+			if fr, err = openHost(floodF); err != nil {
 				t.Fatal(err)
 			}
 			defer fr.Close()

@@ -87,15 +87,14 @@ func plainStore(b *testing.B, table string) *engine.Store {
 // is db: with guarded, the Router's own statements (the same SQL text, so
 // they share prepared statements); without, the same tables without the
 // registry guard.
-func tenantStore(b *testing.B, r *tenant.Router, db pg.DB, id string, mode pgx.QueryExecMode, guarded bool) *engine.Store {
+func tenantStore(b *testing.B, r *host, db pg.DB, id string, mode pgx.QueryExecMode, guarded bool) *engine.Store {
 	loc, err := r.Locate(id)
 	if err != nil {
 		b.Fatal(err)
 	}
 	t := engine.Target{Table: loc.Table, Partition: loc.Partition}
 	if guarded {
-		args := []any{benchLayout(loc.Mode).Store(), id}
-		t.Guard = &engine.Guard{Read: registry.ReadGuard, Write: registry.WriteGuard, Args: args}
+		t.Guard = &engine.Guard{Read: registry.ReadGuard, Write: registry.WriteGuard, Store: benchLayout(loc.Mode).Store(), Tenant: id}
 	}
 	s, err := engine.NewStore(db, t, engine.Options{Mode: mode})
 	if err != nil {
@@ -316,12 +315,13 @@ func BenchmarkCycle(b *testing.B) {
 	body := bytes.Repeat([]byte("x"), 1<<10)
 	ctx := context.Background()
 	be := plainBackend(b, "bench_cycle")
-	upsert, get, del := plainStore(b, "bench_cycle").Statements()
+	upsert, get, del, params := plainStore(b, "bench_cycle").Statements()
 	pool := be.Pool()
 	compareRounds(b, []string{"bare", "backend"}, []func(w, i int) error{
 		func(w, i int) error {
 			id := "b" + strconv.Itoa(w) + "-" + strconv.Itoa(i)
-			if _, err := pool.Exec(ctx, upsert, id, body, int64(len(body))); err != nil {
+			vals := map[string]any{"message_id": id, "data": body, "size": int64(len(body)), "now": time.Now()}
+			if _, err := pool.Exec(ctx, upsert, bind(params[0], vals)...); err != nil {
 				return err
 			}
 			var (
@@ -329,11 +329,11 @@ func BenchmarkCycle(b *testing.B) {
 				size    int64
 				version *int64
 			)
-			if err := pool.QueryRow(ctx, get, id).Scan(&data, &size, &version); err != nil {
+			if err := pool.QueryRow(ctx, get, bind(params[1], vals)...).Scan(&data, &size, &version); err != nil {
 				return err
 			}
-			_, err := pool.Exec(ctx, del, id)
-			return err
+			var n int64
+			return pool.QueryRow(ctx, del, bind(params[2], vals)...).Scan(&n)
 		},
 		func(w, i int) error {
 			return cycle(ctx, be, "c"+strconv.Itoa(w)+"-"+strconv.Itoa(i), body)
@@ -341,8 +341,17 @@ func BenchmarkCycle(b *testing.B) {
 	})
 }
 
+// bind lays out named values in the order of a statement's parameters.
+func bind(params []string, vals map[string]any) []any {
+	args := make([]any, len(params))
+	for i, p := range params {
+		args[i] = vals[p]
+	}
+	return args
+}
+
 type routerSet struct {
-	router *tenant.Router
+	router *host
 	pool   *pgxpool.Pool // the router's pool
 	ctxs   []context.Context
 }
@@ -398,7 +407,7 @@ func provisioned(b *testing.B, mode schema.Isolation, n int, m pgx.QueryExecMode
 	base := memo(b, fmt.Sprintf("router:%v:%d", mode, n), func() *routerSet {
 		dsn := benchDatabase(b)
 		pool := benchPool(b, dsn, pg.PoolOptions{StatementCache: tenant.DefaultStatementCacheCapacity})
-		r, err := benchFactory(dsn, mode).WithPool(pool).NewRouter()
+		r, err := openHost(benchFactory(dsn, mode).WithPool(pool))
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -415,7 +424,7 @@ func provisioned(b *testing.B, mode schema.Isolation, n int, m pgx.QueryExecMode
 	return memo(b, fmt.Sprintf("router:%v:%d:%v:%d", mode, n, m, capacity), func() *routerSet {
 		dsn := benchDatabase(b)
 		pool := benchPool(b, dsn, pg.PoolOptions{Mode: m, StatementCache: capacity})
-		r, err := benchFactory(dsn, mode).WithExecMode(m).WithPool(pool).NewRouter()
+		r, err := openHost(benchFactory(dsn, mode).WithExecMode(m).WithPool(pool))
 		if err != nil {
 			b.Fatal(err)
 		}

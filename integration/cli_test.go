@@ -81,7 +81,7 @@ func TestCLITenantCommands(t *testing.T) {
 		t.Fatalf("migrate: %s", out)
 	}
 	// Two old messages and a fresh one: purge takes the old ones.
-	r, err := tenant.NewFactory(dsn).WithConnectionLimits(2, 0).NewRouter()
+	r, err := openHost(tenant.NewFactory(dsn).WithConnectionLimits(2, 0))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -21,7 +21,7 @@ import (
 // noisy one floods the same router from 64 goroutines, and returns the quiet
 // tenant's p99 and p50 cycle latency.
 func quietP99(t testing.TB, f *tenant.Factory, cycles int) (p99, p50 time.Duration) {
-	r, err := f.NewRouter()
+	r, err := openHost(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +110,7 @@ func TestTenantConcurrencyFairness(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.SchemaPerTenant)
 	tracer := newInFlight()
-	r, err := tenant.NewFactory(rb.dsn).WithConnectionLimits(8, 8).WithTenantConcurrency(4).WithQueryTracer(tracer).NewRouter()
+	r, err := openHost(tenant.NewFactory(rb.dsn).WithConnectionLimits(8, 8).WithTenantConcurrency(4).WithQueryTracer(tracer))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,7 +164,7 @@ func TestTenantConcurrencyWaitHonoursContext(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.SchemaPerTenant)
 	tracer := &countingTracer{}
-	r, err := tenant.NewFactory(rb.dsn).WithConnectionLimits(4, 0).WithTenantConcurrency(1).WithQueryTracer(tracer).NewRouter()
+	r, err := openHost(tenant.NewFactory(rb.dsn).WithConnectionLimits(4, 0).WithTenantConcurrency(1).WithQueryTracer(tracer))
 	if err != nil {
 		t.Fatal(err)
 	}

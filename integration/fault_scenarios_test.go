@@ -110,7 +110,7 @@ func TestFaultSlowServer(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
-		r, err := tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0).NewRouter()
+		r, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -386,16 +386,16 @@ func (l *faultLoad) check(t *testing.T, m *modeMux) {
 // on one pool: tenant "<mode>-<n>" goes to the Router of <mode>, so one load
 // covers every mode.
 type modeMux struct {
-	routers map[string]*tenant.Router // by mode name
+	routers map[string]*host // by mode name
 	tenants []string
 	pool    *pgxpool.Pool // the routers' pool
 }
 
 func newModeMux(t *testing.T, pool *pgxpool.Pool, perMode int) *modeMux {
 	t.Helper()
-	m := &modeMux{routers: map[string]*tenant.Router{}, pool: pool}
+	m := &modeMux{routers: map[string]*host{}, pool: pool}
 	for _, mode := range modes {
-		r, err := tenant.NewFactory("").WithPool(pool).WithIsolation(mode).NewRouter()
+		r, err := openHost(tenant.NewFactory("").WithPool(pool).WithIsolation(mode))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -408,7 +408,7 @@ func newModeMux(t *testing.T, pool *pgxpool.Pool, perMode int) *modeMux {
 	return m
 }
 
-func (m *modeMux) router(ctx context.Context) *tenant.Router {
+func (m *modeMux) router(ctx context.Context) *host {
 	id, _ := tenant.FromContext(ctx)
 	for name, r := range m.routers {
 		if strings.HasPrefix(id, name+"-") {

@@ -57,7 +57,7 @@ func BenchmarkQuota(b *testing.B) {
 		b.Run(fmt.Sprintf("mode=%v", mode), func(b *testing.B) {
 			const n = 100
 			set := provisioned(b, mode, n, pgx.QueryExecModeCacheStatement, tenant.DefaultStatementCacheCapacity)
-			quota, err := benchFactory(benchDatabase(b), mode).WithPool(set.pool).WithQuota(1<<40, 1<<40).NewRouter()
+			quota, err := openHost(benchFactory(benchDatabase(b), mode).WithPool(set.pool).WithQuota(1<<40, 1<<40))
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -100,10 +100,12 @@ func TestSearchPathHijack(t *testing.T) {
 			for _, owned := range []bool{false, true} {
 				label := fmt.Sprintf("%s/%v/own-pool=%v", name, mode, !owned)
 				table := fmt.Sprintf("hijack_%s_%d_%v", strings.ReplaceAll(name, "-", "_"), int(mode), owned)
-				f := tenant.NewFactory(hostile).WithIsolation(mode).WithTableName(table).WithConnectionLimits(4, 0)
+				f := tenant.NewFactory(hostile).WithIsolation(mode).WithTableName(table)
 				if owned {
 					pool := pgtest.NewPool(t, hostile, func(c *pgxpool.Config) { c.AfterConnect = nil })
 					f = f.WithPool(pool)
+				} else {
+					f = f.WithConnectionLimits(4, 0)
 				}
 				t.Run(label, func(t *testing.T) {
 					var n atomic.Int64
@@ -141,7 +143,7 @@ func TestSearchPathHijack(t *testing.T) {
 // functions would falsify: exact stats, quotas, purge times, migrations,
 // drops.
 func hijackAdministration(t *testing.T, f *tenant.Factory, mode schema.Isolation, id string) {
-	r, err := f.WithQuota(1<<20, 3).NewRouter()
+	r, err := openHost(f.WithQuota(1<<20, 3))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,7 +170,7 @@ func hijackAdministration(t *testing.T, f *tenant.Factory, mode schema.Isolation
 	if i < 0 || (mode == schema.SharedTable && (over[i].Messages != 3 || over[i].Bytes != 300)) {
 		t.Fatalf("Overview = %+v", over)
 	}
-	if _, err := r.MigrateAll(bg, tenant.MigrateOptions{}); err != nil {
+	if _, err := r.MigrateAll(bg, tenant.BatchOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if err := r.Drop(bg, id); err != nil {
@@ -189,12 +191,12 @@ func TestTombstoneHoldsWhenDropFails(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
-		hostA, err := rb.factory.WithLockTimeout(300 * time.Millisecond).NewRouter()
+		hostA, err := openHost(rb.factory.WithLockTimeout(300 * time.Millisecond))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer hostA.Close()
-		hostB, err := tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0).NewRouter()
+		hostB, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -230,7 +232,7 @@ func TestTombstoneHoldsWhenDropFails(t *testing.T) {
 		} else if err == nil || !strings.Contains(err.Error(), "Drop again") {
 			t.Fatalf("Drop with the table held = %v, want a failed second step", err)
 		}
-		for name, r := range map[string]*tenant.Router{"A": hostA, "B": hostB} {
+		for name, r := range map[string]*host{"A": hostA, "B": hostB} {
 			if _, err := r.StoreData(ctx, "late", strings.NewReader("late write")); !errors.Is(err, tenant.ErrTenantDeleted) {
 				t.Errorf("host %s: write after the tombstone = %v, want ErrTenantDeleted", name, err)
 			}
@@ -281,7 +283,7 @@ func TestProvisionAfterFailedDropStartsEmpty(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
 			rb := setupRouter(t, mode)
-			r, err := rb.factory.WithLockTimeout(200 * time.Millisecond).NewRouter()
+			r, err := openHost(rb.factory.WithLockTimeout(200 * time.Millisecond))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -322,7 +324,7 @@ func TestProvisionAfterFailedDropStartsEmpty(t *testing.T) {
 func TestSharedDropDoesNotBlockOthers(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.SharedTable)
-	r, err := rb.factory.WithLockTimeout(5 * time.Second).NewRouter()
+	r, err := openHost(rb.factory.WithLockTimeout(5 * time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,7 +431,7 @@ func TestRouterCloseWithOpenStreams(t *testing.T) {
 			t.Errorf("writer Close after Close = %v, want ErrClosed", err)
 		}
 		_ = reader.Close()
-		other, err := tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(1, 0).NewRouter()
+		other, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(1, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -447,10 +449,10 @@ func TestQuotaExact(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
 		const size = 64 << 10
-		hosts := func(maxBytes, maxMsgs int64) []*tenant.Router {
-			var rs []*tenant.Router
+		hosts := func(maxBytes, maxMsgs int64) []*host {
+			var rs []*host
 			for range 2 {
-				r, err := tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(8, 0).WithQuota(maxBytes, maxMsgs).NewRouter()
+				r, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(8, 0).WithQuota(maxBytes, maxMsgs))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -459,7 +461,7 @@ func TestQuotaExact(t *testing.T) {
 			}
 			return rs
 		}
-		race := func(rs []*tenant.Router, tenantID string, body func(i int) io.Reader) (ok, refused int) {
+		race := func(rs []*host, tenantID string, body func(i int) io.Reader) (ok, refused int) {
 			var (
 				wg  sync.WaitGroup
 				mu  sync.Mutex
@@ -617,9 +619,9 @@ func TestErrorMessagesAreClean(t *testing.T) {
 	}
 	_, err = r.StoreData(tenant.WithTenant(bg, "gone"), "m", strings.NewReader("x"))
 	collect(err)
-	_, err = tenant.NewFactory("postgres://nobody@127.0.0.1:1/x?connect_timeout=2").NewRouter()
+	_, err = openHost(tenant.NewFactory("postgres://nobody@127.0.0.1:1/x?connect_timeout=2"))
 	collect(err)
-	_, err = tenant.NewFactory(rb.dsn).WithTableName("t_reserved").NewRouter()
+	_, err = openHost(tenant.NewFactory(rb.dsn).WithTableName("t_reserved"))
 	collect(err)
 	for _, err := range errs {
 		if err == nil {
@@ -641,7 +643,7 @@ func TestRefusedRouterLeavesNoMetricCallback(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
-	if _, err := rb.factory.WithMeterProvider(mp).WithExecMode(pgx.QueryExecModeExec).NewRouter(); !errors.Is(err, backend.ErrTextMode) {
+	if _, err := openHost(rb.factory.WithMeterProvider(mp).WithExecMode(pgx.QueryExecModeExec)); !errors.Is(err, backend.ErrTextMode) {
 		t.Fatalf("text mode = %v, want ErrTextMode", err)
 	}
 	var rm metricdata.ResourceMetrics

@@ -103,7 +103,7 @@ func TestRouterDropMany(t *testing.T) {
 	// relations of 300 tenants, plenty for one tenant's ~12 at a time.
 	srv := pgtest.NewServer(t, pgtest.FastShutdown, "max_connections=20", "max_locks_per_transaction=10")
 	pool := pgtest.NewPool(t, srv.DSN(), func(c *pgxpool.Config) { c.MaxConns = 2 })
-	r, err := tenant.NewFactory(srv.DSN()).WithConnectionLimits(8, 0).NewRouter()
+	r, err := openHost(tenant.NewFactory(srv.DSN()).WithConnectionLimits(8, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,9 +147,9 @@ func TestRouterDropMany(t *testing.T) {
 		t.Fatalf("the control left %d of %d tenant schemas", left, n)
 	}
 
-	failed, err := r.DropMany(bg, ids, 8)
-	if err != nil || len(failed) != 0 {
-		t.Fatalf("DropMany: %v, failed %v", err, failed)
+	res, err := r.DropMany(bg, ids, tenant.BatchOptions{Concurrency: 8})
+	if err != nil || len(res.Failed) != 0 || res.Dropped != len(ids) {
+		t.Fatalf("DropMany: %v, %+v", err, res)
 	}
 	if got, _ := r.List(bg); len(got) != 1 || got[0] != "survivor" {
 		t.Fatalf("List after DropMany = %v", got)
@@ -167,7 +167,7 @@ func TestRouterQuota(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
-		r, err := rb.factory.WithQuota(3*chunk, 4).NewRouter()
+		r, err := openHost(rb.factory.WithQuota(3*chunk, 4))
 		if err != nil {
 			t.Fatal(err)
 		}

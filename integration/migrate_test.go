@@ -15,7 +15,7 @@ func TestMigrateAllResumes(t *testing.T) {
 	t.Parallel()
 	const n = 1000
 	rb := setupRouter(t, schema.SchemaPerTenant)
-	r, err := rb.factory.WithConnectionLimits(8, 0).NewRouter()
+	r, err := openHost(rb.factory.WithConnectionLimits(8, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -45,7 +45,7 @@ func TestMigrateAllResumes(t *testing.T) {
 	// First run: interrupted after 300 tenants.
 	ctx, cancel := context.WithCancel(bg)
 	var calls atomic.Int64
-	res1, err := r.MigrateAll(ctx, tenant.MigrateOptions{Concurrency: 4, Progress: func(done, total int, id string, err error) {
+	res1, err := r.MigrateAll(ctx, tenant.BatchOptions{Concurrency: 4, Progress: func(done, total int, id string, err error) {
 		calls.Add(1)
 		if total != n {
 			t.Errorf("progress total %d, want %d", total, n)
@@ -71,7 +71,7 @@ func TestMigrateAllResumes(t *testing.T) {
 	}
 
 	// Second run resumes: skips what is current, migrates the rest.
-	res2, err := r.MigrateAll(bg, tenant.MigrateOptions{Concurrency: 8})
+	res2, err := r.MigrateAll(bg, tenant.BatchOptions{Concurrency: 8})
 	if err != nil || len(res2.Failed) != 0 {
 		t.Fatalf("resumed MigrateAll: %+v, %v", res2, err)
 	}
@@ -82,7 +82,7 @@ func TestMigrateAllResumes(t *testing.T) {
 		t.Fatalf("%d of %d tables migrated", got, n)
 	}
 	// A third run has nothing to do.
-	res3, err := r.MigrateAll(bg, tenant.MigrateOptions{})
+	res3, err := r.MigrateAll(bg, tenant.BatchOptions{})
 	if err != nil || res3.Migrated != 0 || res3.Current != n {
 		t.Fatalf("third run: %+v, %v", res3, err)
 	}

@@ -80,8 +80,8 @@ func TestRouterObservability(t *testing.T) {
 	defer mp.Shutdown(context.Background())
 	var logs lockedBuffer
 	tracer := &countingTracer{}
-	r, err := rb.factory.WithMeterProvider(mp).WithTenantAttribute(true).WithQueryTracer(tracer).
-		WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))).NewRouter()
+	r, err := openHost(rb.factory.WithMeterProvider(mp).WithTenantAttribute(true).WithQueryTracer(tracer).
+		WithLogger(slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))))
 	if err != nil {
 		t.Fatal(err)
 	}

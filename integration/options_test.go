@@ -29,7 +29,7 @@ func TestRouterLockTimeoutDropAgain(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
 			rb := setupRouter(t, mode)
-			r, err := rb.factory.WithLockTimeout(200 * time.Millisecond).NewRouter()
+			r, err := openHost(rb.factory.WithLockTimeout(200 * time.Millisecond))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -100,7 +100,7 @@ func TestRouterMigratesOldTenantOnNextWrite(t *testing.T) {
 	if tuned() != 0 {
 		t.Fatal("the reset did not take")
 	}
-	fresh, err := tenant.NewFactory(rb.dsn).WithConnectionLimits(2, 0).NewRouter() // another host: nothing cached
+	fresh, err := openHost(tenant.NewFactory(rb.dsn).WithConnectionLimits(2, 0)) // another host: nothing cached
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestRouterPurgeBatches(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
 		tracer := &countingTracer{}
-		r, err := rb.factory.WithQueryTracer(tracer).NewRouter()
+		r, err := openHost(rb.factory.WithQueryTracer(tracer))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func TestRouterCacheEviction(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
-	r, err := rb.factory.WithCacheSize(2).WithMeterProvider(mp).NewRouter()
+	r, err := openHost(rb.factory.WithCacheSize(2).WithMeterProvider(mp))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +207,7 @@ func TestRouterCacheEviction(t *testing.T) {
 func TestRouterTableSchema(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.TablePerTenant)
-	r, err := rb.factory.WithTableSchema("Queues").NewRouter()
+	r, err := openHost(rb.factory.WithTableSchema("Queues"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func TestRouterTableSchema(t *testing.T) {
 	if n := rb.count(t, "SELECT count(*) FROM pg_catalog.pg_tables WHERE schemaname = 'queues' AND tablename IN ('t_acme', 'c_t_acme')"); n != 2 {
 		t.Fatalf("%d of the tenant's 2 tables in schema queues", n)
 	}
-	if _, err := rb.factory.WithTableSchema("bad schema").NewRouter(); !errors.Is(err, schema.ErrInvalidName) {
+	if _, err := openHost(rb.factory.WithTableSchema("bad schema")); !errors.Is(err, schema.ErrInvalidName) {
 		t.Fatalf("an invalid table schema = %v", err)
 	}
 }
@@ -247,7 +247,7 @@ func TestRouterStatementCacheCapacity(t *testing.T) {
 	ctx := tenant.WithTenant(context.Background(), "cached")
 	prepares := func(capacity int) int64 {
 		tracer := &prepareCounter{}
-		r, err := rb.factory.WithConnectionLimits(1, 1).WithStatementCacheCapacity(capacity).WithQueryTracer(tracer).NewRouter()
+		r, err := openHost(rb.factory.WithConnectionLimits(1, 1).WithStatementCacheCapacity(capacity).WithQueryTracer(tracer))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -276,7 +276,7 @@ func TestRouterStatementCacheCapacity(t *testing.T) {
 func TestAdministrationConnectionErrors(t *testing.T) {
 	t.Parallel()
 	srv := pgtest.NewServer(t, pgtest.FastShutdown)
-	r, err := tenant.NewFactory(srv.DSN()).WithConnectionLimits(2, 0).NewRouter()
+	r, err := openHost(tenant.NewFactory(srv.DSN()).WithConnectionLimits(2, 0))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,11 +296,12 @@ func TestAdministrationConnectionErrors(t *testing.T) {
 		"Overview":  func() error { _, err := r.Overview(bg); return err },
 		"Purge":     func() error { _, err := r.Purge(bg, "a", time.Hour); return err },
 		"MigrateAll": func() error {
-			_, err := r.MigrateAll(bg, tenant.MigrateOptions{})
+			_, err := r.MigrateAll(bg, tenant.BatchOptions{})
 			return err
 		},
 		"DropMany": func() error {
-			failed, err := r.DropMany(bg, []string{"a"}, 1)
+			res, err := r.DropMany(bg, []string{"a"}, tenant.BatchOptions{Concurrency: 1})
+			failed := res.Failed
 			return errors.Join(err, failed["a"])
 		},
 	}

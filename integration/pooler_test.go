@@ -87,7 +87,7 @@ func TestPgBouncerSharedConnectionIsolation(t *testing.T) {
 
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		f, dsn := bouncedFactory(t, b, mode)
-		r, err := f.NewRouter()
+		r, err := openHost(f)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -179,7 +179,7 @@ func TestPgBouncerDefaultModeSaysWhatToDo(t *testing.T) {
 		return errors.Is(err, tenant.ErrPreparedStatements) && strings.Contains(err.Error(), "WithExecMode(pgx.QueryExecModeCacheDescribe)") &&
 			strings.Contains(err.Error(), "--exec-mode describe")
 	}
-	failures := func(r *tenant.Router, round int) (n int) {
+	failures := func(r *host, round int) (n int) {
 		var mu sync.Mutex
 		var wg sync.WaitGroup
 		for i := range 8 {
@@ -202,7 +202,7 @@ func TestPgBouncerDefaultModeSaysWhatToDo(t *testing.T) {
 	}
 	// The Router's own set-up statements run on several pool connections
 	// too (connection affinity spreads them), so it may fail already.
-	r, err := f.NewRouter()
+	r, err := openHost(f)
 	switch {
 	case err == nil:
 		n := 0
@@ -222,7 +222,7 @@ func TestPgBouncerDefaultModeSaysWhatToDo(t *testing.T) {
 
 	// The first Router's named statements are still on the server
 	// connection: the next Router in the default mode trips over them.
-	r2, err := f.NewRouter()
+	r2, err := openHost(f)
 	if err == nil {
 		n2 := 0
 		for round := range 3 {
@@ -237,7 +237,7 @@ func TestPgBouncerDefaultModeSaysWhatToDo(t *testing.T) {
 	}
 
 	// The describe mode works on the same server connection.
-	r3, err := f.WithExecMode(pgx.QueryExecModeCacheDescribe).NewRouter()
+	r3, err := openHost(f.WithExecMode(pgx.QueryExecModeCacheDescribe))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -20,10 +21,18 @@ import (
 )
 
 // statementCounter counts the statements sent through a pool.
-type statementCounter struct{ n atomic.Int64 }
+// statementCounter counts the statements a pool sends: n for tenants'
+// data, and apart, the change notifications (pg_notify: the listener's
+// probes and the announcements of changes), which cost per host, not per
+// tenant.
+type statementCounter struct{ n, notify atomic.Int64 }
 
-func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, _ pgx.TraceQueryStartData) context.Context {
-	c.n.Add(1)
+func (c *statementCounter) TraceQueryStart(ctx context.Context, _ *pgx.Conn, d pgx.TraceQueryStartData) context.Context {
+	if strings.Contains(d.SQL, "pg_notify") {
+		c.notify.Add(1)
+	} else {
+		c.n.Add(1)
+	}
 	return ctx
 }
 func (c *statementCounter) TraceQueryEnd(context.Context, *pgx.Conn, pgx.TraceQueryEndData) {}
@@ -136,11 +145,11 @@ func TestIdleQueuesCostNoStatements(t *testing.T) {
 	ctx, cancel := context.WithCancel(bg)
 	errs := make(chan error, n)
 	done := make(chan struct{})
-	before := counter.n.Load()
+	before, probesBefore := counter.n.Load(), counter.notify.Load()
 	go func() { scheduler(ctx, backends, 10*time.Millisecond, seen, errs); close(done) }()
 	idle := time.NewTimer(2 * time.Second)
 	<-idle.C // the measured idle period (the load's duration, not synchronisation)
-	idleStatements := counter.n.Load() - before
+	idleStatements, probes := counter.n.Load()-before, counter.notify.Load()-probesBefore
 
 	waitSeen := func(key string, limit time.Duration) time.Time {
 		t.Helper()
@@ -181,10 +190,13 @@ func TestIdleQueuesCostNoStatements(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	t.Logf("%d idle queues: %d statements in 2 s; a change seen after %v on this host, %v from another; a deferred message handed out %v after it came due",
-		n, idleStatements, local.Round(time.Millisecond), remote.Round(time.Millisecond), dueLate.Round(time.Millisecond))
+	t.Logf("%d idle queues: %d statements and %d listener probes in 2 s; a change seen after %v on this host, %v from another; a deferred message handed out %v after it came due",
+		n, idleStatements, probes, local.Round(time.Millisecond), remote.Round(time.Millisecond), dueLate.Round(time.Millisecond))
 	if idleStatements > 0 {
 		t.Errorf("idle queues sent %d statements in 2 s, want none", idleStatements)
+	}
+	if probes > 3 {
+		t.Errorf("the listener sent %d probes in 2 s, want one a second", probes)
 	}
 	if dueLate > time.Second {
 		t.Errorf("a deferred message was handed out %v after its NextRetry, want within 1 s", dueLate)

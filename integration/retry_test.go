@@ -59,6 +59,10 @@ func (d *brokenDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows
 
 func (d *brokenDB) Begin(ctx context.Context) (pgx.Tx, error) { return d.pool.Begin(ctx) }
 
+func (d *brokenDB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	return d.pool.SendBatch(ctx, b)
+}
+
 type doneRow struct {
 	pgx.Row
 	done func()

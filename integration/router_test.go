@@ -39,9 +39,9 @@ func setupRouter(t *testing.T, mode schema.Isolation) *routerBundle {
 	}
 }
 
-func (rb *routerBundle) router(t *testing.T) *tenant.Router {
+func (rb *routerBundle) router(t *testing.T) *host {
 	t.Helper()
-	r, err := rb.factory.NewRouter()
+	r, err := openHost(rb.factory)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -113,7 +113,7 @@ func TestRouterNeedsTenant(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.SchemaPerTenant)
 	pool := pgtest.NewPool(t, rb.dsn, nil)
-	r, err := rb.factory.WithPool(pool).NewRouter()
+	r, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(schema.SchemaPerTenant).WithPool(pool))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,7 +172,7 @@ func TestRouterFirstTouchRace(t *testing.T) {
 		rb := setupRouter(t, mode)
 		hostA := rb.router(t)
 		// A second Factory is a second host: its own pool, cache and once.
-		hostB, err := tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(8, 0).NewRouter()
+		hostB, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(8, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +215,7 @@ func TestRouterDropAcrossHosts(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
 		hostA := rb.router(t)
-		hostB, err := tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0).NewRouter()
+		hostB, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,7 +348,7 @@ func TestRouterSearchPathUntouched(t *testing.T) {
 		if err := pool.QueryRow(context.Background(), "SHOW search_path").Scan(&def); err != nil {
 			t.Fatal(err)
 		}
-		r, err := rb.factory.WithPool(pool).NewRouter()
+		r, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithPool(pool))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -387,11 +387,11 @@ func TestRouterSharesOnePool(t *testing.T) {
 	// One idle connection per pool is kept open: each pool shows as one
 	// server connection.
 	f := rb.factory.WithConnectionLimits(4, 1)
-	r1, err := f.NewRouter()
+	r1, err := openHost(f)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r2, err := f.NewRouter()
+	r2, err := openHost(f)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,7 +402,7 @@ func TestRouterSharesOnePool(t *testing.T) {
 	if s1, s2 := r1.PoolStats(), r2.PoolStats(); s1.MaxConns != 4 || s1 != s2 {
 		t.Fatalf("two Routers of one Factory see different pools: %+v, %+v", s1, s2)
 	}
-	other, err := f.WithCacheSize(10).NewRouter()
+	other, err := openHost(f.WithCacheSize(10))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -427,7 +427,7 @@ func TestRouterSharesOnePool(t *testing.T) {
 	if st := r2.PoolStats(); st.TotalConns != 0 {
 		t.Fatalf("closed pool reports %+v", st)
 	}
-	r4, err := f.NewRouter() // reopens
+	r4, err := openHost(f) // reopens
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +446,7 @@ func TestRouterResolver(t *testing.T) {
 		}
 		return id, nil
 	})
-	r, err := rb.factory.WithResolver(res).NewRouter()
+	r, err := openHost(rb.factory.WithResolver(res))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -464,7 +464,7 @@ func TestRouterResolver(t *testing.T) {
 func TestRouterRefusesTextMode(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.SchemaPerTenant)
-	if _, err := rb.factory.WithExecMode(pgx.QueryExecModeExec).NewRouter(); !errors.Is(err, backend.ErrTextMode) {
+	if _, err := openHost(rb.factory.WithExecMode(pgx.QueryExecModeExec)); !errors.Is(err, backend.ErrTextMode) {
 		t.Fatalf("%v", err)
 	}
 }

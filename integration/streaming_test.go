@@ -118,7 +118,7 @@ func streamBackends(t *testing.T, maxSize int64) []streamCase {
 	t.Cleanup(func() { _ = plain.Close() })
 	cases := []streamCase{{"backend", plain, context.Background()}}
 	for _, mode := range modes {
-		r, err := tenant.NewFactory(bb.dsn).WithPool(bb.pool).WithIsolation(mode).WithMaxMessageSize(maxSize).NewRouter()
+		r, err := openHost(tenant.NewFactory(bb.dsn).WithPool(bb.pool).WithIsolation(mode).WithMaxMessageSize(maxSize))
 		if err != nil {
 			t.Fatal(err)
 		}

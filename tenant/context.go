@@ -2,42 +2,8 @@ package tenant
 
 import (
 	"context"
-	"errors"
 
-	"github.com/pgtenant/pgtenant/backend"
-	"github.com/pgtenant/pgtenant/internal/registry"
 	"github.com/pgtenant/pgtenant/schema"
-)
-
-var (
-	// ErrNoTenant reports a call whose tenant could not be resolved (no
-	// tenant in the context, or a resolver that found none). No SQL runs.
-	ErrNoTenant = errors.New("pgtenant: no tenant")
-	// ErrInvalidTenant reports a tenant id outside the accepted set (see
-	// Validate). No SQL runs.
-	ErrInvalidTenant = schema.ErrInvalidTenant
-	// ErrTenantMismatch reports a call on storage pinned to one tenant (see
-	// Factory.ForTenant) whose context names another tenant. Nothing is
-	// read or written.
-	ErrTenantMismatch = errors.New("pgtenant: context names another tenant than the storage's")
-	// ErrTenantDeleted reports a write to a tenant that was dropped and not
-	// provisioned again. Nothing is written.
-	ErrTenantDeleted = registry.ErrTenantDeleted
-	// ErrTooLarge reports a body over the maximum message size (see
-	// Factory.WithMaxMessageSize); nothing was stored.
-	ErrTooLarge = backend.ErrTooLarge
-	// ErrQuotaExceeded reports a write over the tenant's quota (see
-	// Factory.WithQuota); nothing was stored.
-	ErrQuotaExceeded = backend.ErrQuotaExceeded
-	// ErrConnection reports a failed or lost connection to PostgreSQL; for
-	// a write or delete the outcome is unknown (old or new state, complete),
-	// and repeating the call is safe. See backend.ErrConnection.
-	ErrConnection = backend.ErrConnection
-	// ErrPreparedStatements reports named prepared statements mixed up by
-	// a pooler in transaction mode (PgBouncer before 1.21): use
-	// WithExecMode(pgx.QueryExecModeCacheDescribe). See
-	// backend.ErrPreparedStatements.
-	ErrPreparedStatements = backend.ErrPreparedStatements
 )
 
 type ctxKey struct{}

@@ -4,38 +4,40 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"github.com/jackc/pgx/v5"
+	"github.com/pgtenant/pgtenant/internal/changes"
 	"github.com/pgtenant/pgtenant/internal/engine"
 	"github.com/pgtenant/pgtenant/internal/pg"
+	"github.com/pgtenant/pgtenant/internal/quota"
 	"github.com/pgtenant/pgtenant/internal/registry"
 	"github.com/pgtenant/pgtenant/schema"
 )
 
-// core is what the Routers of one Factory value share: the pool, the
-// registry of the layout, the cache of ensured tenants and the in-process
-// ensure-once. It composes the registry (where tenants live) and the engine
-// (how bytes move); it runs no SQL of its own.
+// core is what the Routers, metadata backends and Admins of one Factory
+// value share: the pool, the registry of the layout, the cache of ensured
+// tenants, the in-process ensure-once, the limiter, the change hub. It
+// composes the registry (where tenants live), the engine (how bytes move)
+// and the hub (who changed what); it runs no SQL of its own.
 type core struct {
 	conns    *conns
 	reg      *registry.Registry
 	opts     engine.Options
+	metaSize int64
 	resolver Resolver
 
-	// ensured holds the tenants whose objects are known to exist and that
-	// were active when checked, with their compiled statements.
+	// ensured holds the tenants whose objects are known to exist at the
+	// current version and that were active when checked, with their
+	// compiled statements.
 	ensured *lru.Cache[string, *entry]
 	once    pg.Once[registry.Record]
 	limit   *limiter
 	obs     *observer
-	// views keep small queue states of tenants in memory for metadata
-	// scans; the listener tells them of other hosts' writes.
-	views      *viewSet
-	notifier   *engine.Notifier
-	listener   *listener
-	listenOnce sync.Once
+	// hub announces this host's changes of tenants, hears the other
+	// hosts', and keeps the queue-state views that depend on them.
+	hub *changes.Hub
 }
 
 // entry is one tenant's compiled statements: its message bodies and its
@@ -45,20 +47,21 @@ type entry struct {
 	meta *engine.MetaStore
 }
 
-// notifyChannel is the channel of metadata change notifications; the
-// payload is the store and the tenants, "store/tenant\ntenant...".
-const notifyChannel = "pgtenant_meta"
-
 // coreConfig is what a core is made of; the Factory fills it.
 type coreConfig struct {
 	conns       *conns
 	layout      schema.Layout
 	opts        engine.Options
+	metaSize    int64
 	resolver    Resolver
 	lockTimeout time.Duration
 	cacheSize   int
 	concurrency int
 	observe     observerConfig
+	// listen configures the change listener's connection.
+	listen *pgx.ConnConfig
+	// viewBytes bounds the memory of the queue-state views.
+	viewBytes int64
 }
 
 func newCore(ctx context.Context, cfg coreConfig) (*core, error) {
@@ -69,69 +72,84 @@ func newCore(ctx context.Context, cfg coreConfig) (*core, error) {
 	if cfg.cacheSize <= 0 {
 		return nil, fmt.Errorf("pgtenant: cache size %d must be positive", cfg.cacheSize)
 	}
+	reg, err := registry.New(cfg.conns.shared(), cfg.layout, cfg.lockTimeout)
+	if err != nil {
+		return nil, err
+	}
 	obs, err := newObserver(cfg.observe, cfg.conns.stat)
 	if err != nil {
 		return nil, err
 	}
-	cache, err := lru.NewWithEvict(cfg.cacheSize, func(id string, _ *entry) {
+	c := &core{conns: cfg.conns, reg: reg, opts: cfg.opts, metaSize: cfg.metaSize, resolver: cfg.resolver,
+		limit: newLimiter(cfg.concurrency), obs: obs}
+	c.ensured, err = lru.NewWithEvict(cfg.cacheSize, func(id string, _ *entry) {
 		obs.cacheEvicts.Add(context.Background(), 1, obs.attrs(id))
 	})
 	if err != nil {
 		obs.close()
 		return nil, err
 	}
-	c := &core{
-		conns: cfg.conns, reg: registry.New(cfg.conns.shared(), cfg.layout, cfg.lockTimeout),
-		opts: cfg.opts, resolver: cfg.resolver, ensured: cache, limit: newLimiter(cfg.concurrency), obs: obs,
-		views: newViewSet(),
-	}
-	c.notifier = engine.NewNotifier(cfg.conns.shared(), notifyChannel, c.reg.Store()+"/", func(err error) {
-		obs.log.Warn("pgtenant: a metadata change notification failed; other hosts see the change within "+maxViewAge.String(), "err", err)
-	})
-	if err := c.reg.Setup(ctx); err != nil {
+	c.hub = changes.New(changes.Config{Notify: cfg.conns.shared(), Listen: cfg.listen, Store: reg.Store(),
+		Bytes: cfg.viewBytes, Log: obs.log})
+	if err := reg.Setup(ctx); err != nil {
+		c.hub.Close()
 		obs.close()
-		return nil, fmt.Errorf("setting up %s: %w", c.reg.Store(), pg.Classify(err))
+		return nil, fmt.Errorf("setting up the %s store: %w", reg.Store(), pg.Classify(err))
 	}
 	return c, nil
 }
 
+// close stops the hub, waits for work shared by callers (creations under
+// the ensure-once), and closes the pool. The tenant cache is left to the
+// garbage collector: evicting it would count every tenant as evicted.
 func (c *core) close() {
-	if c.listener != nil {
-		c.listener.stop()
-	}
-	c.notifier.Close()
+	c.hub.Close()
+	c.once.Close()
 	c.obs.close()
-	c.ensured.Purge()
 	c.conns.close()
 }
 
 // compile returns the statements of the tenant placed at p without
 // touching the database. Every statement carries the registry's guard, so
 // a tombstoned tenant has no data and takes no write on any host, whether
-// or not its drop finished; writes keep their usage in the tenant's
-// registry row.
+// or not its drop finished; quota'd writes keep their usage in the
+// tenant's registry row.
 func (c *core) compile(id string, p schema.Placement) (*entry, error) {
-	args := c.reg.GuardArgs(id)
+	store, tenant := c.reg.GuardArgs(id)
 	t := engine.Target{Table: p.Table, Partition: p.Partition,
-		Guard:   &engine.Guard{Read: registry.ReadGuard, Write: registry.WriteGuard, Args: args},
-		Account: &engine.Account{LockSQL: registry.UsageLockSQL, SetSQL: registry.UsageSetSQL, AddSQL: registry.UsageAddSQL, Args: args}}
+		Guard: &engine.Guard{Read: registry.ReadGuard, Write: registry.WriteGuard, Store: store, Tenant: tenant}}
 	db := c.conns.forTenant(id)
 	data, err := engine.NewStore(db, t, c.opts)
 	if err != nil {
 		return nil, err
 	}
-	meta, err := engine.NewMetaStore(db, t, c.opts.Mode)
+	meta, err := engine.NewMetaStore(db, t, c.opts.Mode, c.metaSize)
 	if err != nil {
 		return nil, err
 	}
 	return &entry{data: data, meta: meta}, nil
 }
 
-// lookup returns the statements for reads and deletes: cached, or compiled
-// from the layout.
-func (c *core) lookup(id string) (*entry, error) {
+// reading returns the statements for a call that must create nothing:
+// cached, or, for a tenant this process has not cached, from its registry
+// row. A tenant whose objects are ready is cached; an active tenant of an
+// older version is migrated first (so that its objects have the layout
+// the statements expect); a tenant without a row, tombstoned, or whose
+// objects are gone gets statements that find nothing.
+func (c *core) reading(ctx context.Context, id string) (*entry, error) {
 	if e, ok := c.ensured.Get(id); ok {
 		return e, nil
+	}
+	rec, found, ready, err := c.reg.Check(ctx, id)
+	switch {
+	case err != nil:
+		return nil, err
+	case ready:
+		return c.keep(id, rec.Placement)
+	case found && rec.State == registry.Active && rec.Version < schema.CurrentVersion:
+		return c.ensure(ctx, id, false)
+	case found:
+		return c.compile(id, rec.Placement)
 	}
 	p, err := c.reg.Layout().Place(id)
 	if err != nil {
@@ -140,9 +158,20 @@ func (c *core) lookup(id string) (*entry, error) {
 	return c.compile(id, p)
 }
 
+// keep compiles and caches tenant id's statements for placement p.
+func (c *core) keep(id string, p schema.Placement) (*entry, error) {
+	e, err := c.compile(id, p)
+	if err != nil {
+		return nil, err
+	}
+	c.ensured.Add(id, e)
+	return e, nil
+}
+
 // ensure returns the statements of tenant id after making sure its objects
-// exist and it is active. A tombstoned tenant gives ErrTenantDeleted,
-// unless provision is true, which makes it active again.
+// exist at the current version and it is active. A tombstoned tenant
+// gives ErrTenantDeleted, unless provision is true, which makes it active
+// again (empty).
 func (c *core) ensure(ctx context.Context, id string, provision bool) (*entry, error) {
 	if !provision {
 		if e, ok := c.ensured.Get(id); ok {
@@ -169,7 +198,7 @@ func (c *core) ensure(ctx context.Context, id string, provision bool) (*entry, e
 	})
 	var e *entry
 	if err == nil {
-		e, err = c.compile(id, rec.Placement)
+		e, err = c.keep(id, rec.Placement)
 	}
 	switch {
 	case errors.Is(err, registry.ErrTenantDeleted):
@@ -183,22 +212,44 @@ func (c *core) ensure(ctx context.Context, id string, provision bool) (*entry, e
 	if err != nil {
 		return nil, err
 	}
-	c.ensured.Add(id, e)
+	if provision {
+		c.hub.Changed(id) // it may come back empty after a drop
+	}
 	return e, nil
 }
 
+// forget drops tenant id from the cache: the next call checks it again.
+func (c *core) forget(id string) { c.ensured.Remove(id) }
+
 // drop tombstones tenant id, then removes its data in a transaction of its
-// own bounded by the lock timeout.
+// own bounded by the lock timeout. Every host's views of the tenant are
+// dropped after each step.
 func (c *core) drop(ctx context.Context, id string) error {
 	p, err := c.reg.Tombstone(ctx, id)
-	c.ensured.Remove(id)
+	c.forget(id)
+	c.hub.Changed(id)
 	if err != nil {
 		return fmt.Errorf("tombstoning tenant %q: %w", id, err)
 	}
 	err = c.reg.DropObjects(ctx, id, p)
-	c.ensured.Remove(id)
+	c.forget(id)
+	c.hub.Changed(id)
 	if err != nil {
 		return fmt.Errorf("dropping tenant %q (tombstoned; Drop again to finish): %w", id, err)
 	}
 	return nil
+}
+
+// writeErr maps a refused write guard onto ErrTenantDeleted and forgets
+// the tenant, and a refused quota onto a *QuotaError.
+func (c *core) writeErr(id string, err error) error {
+	var qe *quota.Error
+	switch {
+	case errors.Is(err, engine.ErrGuardFailed):
+		c.forget(id)
+		return fmt.Errorf("%w: %q", ErrTenantDeleted, id)
+	case errors.As(err, &qe):
+		return &QuotaError{Tenant: id, Unit: qe.Unit, Used: qe.Used, Limit: qe.Limit}
+	}
+	return err
 }

@@ -74,34 +74,40 @@ func ExampleFactory_Create() {
 	// globex: true
 }
 
-// NewRouter returns the *tenant.Router itself, for the administration
-// calls: Provision, List, Stats, Drop.
-func ExampleFactory_NewRouter() {
-	r, err := tenant.NewFactory(os.Getenv("DATABASE_URL")).
+// OpenAdmin returns the administration of the Factory's store: Provision,
+// List, Stats, Drop and the rest. It shares the pool of the Factory's
+// storage.
+func ExampleFactory_OpenAdmin() {
+	f := tenant.NewFactory(os.Getenv("DATABASE_URL")).
 		WithIsolation(tenant.SharedTable).
-		WithTableName("example_bodies").
-		NewRouter()
+		WithTableName("example_bodies")
+	ctx := context.Background()
+	admin, err := f.OpenAdmin(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer r.Close()
+	defer admin.Close()
+	storage, err := f.Open(ctx) // a *tenant.Router on the same pool
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer storage.Close()
 
-	ctx := context.Background()
-	if err := r.Provision(ctx, "initech"); err != nil {
+	if err := admin.Provision(ctx, "initech"); err != nil {
 		log.Fatal(err)
 	}
-	if _, err := r.StoreData(tenant.WithTenant(ctx, "initech"), "report", strings.NewReader("TPS")); err != nil {
+	if _, err := storage.StoreData(tenant.WithTenant(ctx, "initech"), "report", strings.NewReader("TPS")); err != nil {
 		log.Fatal(err)
 	}
-	st, err := r.Stats(ctx, "initech")
+	st, err := admin.Stats(ctx, "initech")
 	if err != nil {
 		log.Fatal(err)
 	}
 	fmt.Println(st.Tenant, st.Messages, "message,", st.Bytes, "bytes")
-	if err := r.Drop(ctx, "initech"); err != nil {
+	if err := admin.Drop(ctx, "initech"); err != nil {
 		log.Fatal(err)
 	}
-	ids, err := r.List(ctx)
+	ids, err := admin.List(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -116,7 +122,7 @@ func ExampleFactory_NewRouter() {
 func ExampleFactory_WithExecMode() {
 	bouncerDSN := os.Getenv("DATABASE_URL") // PgBouncer's address in production
 	f := tenant.NewFactory(bouncerDSN).WithExecMode(pgx.QueryExecModeCacheDescribe)
-	r, err := f.NewRouter()
+	r, err := f.Create()
 	if err != nil {
 		log.Fatal(err)
 	}

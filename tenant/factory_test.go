@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/internal/engine"
 	"github.com/pgtenant/pgtenant/internal/pg"
+	"github.com/pgtenant/pgtenant/internal/quota"
 	"go.opentelemetry.io/otel/metric/noop"
 	datastorage "schneider.vip/retryspool/storage/data"
 )
@@ -55,9 +56,13 @@ func TestWithReturnsCopies(t *testing.T) {
 		"logger":            func(f *Factory) *Factory { return f.WithLogger(slog.Default()) },
 		"tracer":            func(f *Factory) *Factory { return f.WithQueryTracer(nopTracer{}) },
 		"affinity":          func(f *Factory) *Factory { return f.WithConnectionAffinity(4) },
+		"listenDSN":         func(f *Factory) *Factory { return f.WithListenDSN("postgres://direct/db") },
+		"viewBytes":         func(f *Factory) *Factory { return f.WithViewMemory(1 << 20) },
+		"metaSize":          func(f *Factory) *Factory { return f.WithMaxMetadataSize(99) },
 	}
 	typ := reflect.TypeOf(Factory{})
-	covered := map[string]bool{"dsn": true, "shared": true, "maxIdle": true, "quotaMessages": true, "pinned": true, "pin": true}
+	covered := map[string]bool{"dsn": true, "shared": true, "maxIdle": true, "quotaMessages": true, "pinned": true, "pin": true,
+		"parent": true, "set": true}
 	for field, with := range options {
 		c := with(base)
 		if c == base || c.shared == base.shared {
@@ -65,7 +70,7 @@ func TestWithReturnsCopies(t *testing.T) {
 		}
 		for i := range typ.NumField() {
 			name := typ.Field(i).Name
-			if name == "shared" {
+			if name == "shared" || name == "set" {
 				continue
 			}
 			// fmt reads unexported fields; funcs print as their address.
@@ -91,8 +96,8 @@ func TestWithReturnsCopies(t *testing.T) {
 	if pinned == base || pinned.shared != base.shared || pinned.pinned != "acme" || base.pinned != "" {
 		t.Errorf("ForTenant: a copy pinned to acme sharing the receiver's Routers, got %+v", pinned)
 	}
-	if again := pinned.WithCacheSize(3); again.shared == base.shared || again.pinned != "acme" {
-		t.Error("a WithX on a pinned Factory shares its Routers or loses the pin")
+	if again := pinned.WithCacheSize(3); again.shared != base.shared || again.pinned != "acme" {
+		t.Error("a WithX on a pinned Factory leaves its parent's state or loses the pin")
 	}
 	if got := base.WithConnectionLimits(3, 2); got.maxOpen != 3 || got.maxIdle != 2 {
 		t.Errorf("WithConnectionLimits: %d, %d", got.maxOpen, got.maxIdle)
@@ -116,8 +121,47 @@ func TestPoolOptionsFollowTheFactory(t *testing.T) {
 
 func TestZeroFactoryFails(t *testing.T) {
 	var f Factory
-	if _, err := f.NewRouter(); err == nil {
+	if _, err := f.Create(); err == nil {
 		t.Fatal("a zero Factory made a Router")
+	}
+}
+
+// TestFactoryRefusesFootguns checks the options that cannot work: a WithX
+// on a pinned Factory (it would need a pool of its own), and pool options
+// with WithPool (pgtenant does not configure a pool it does not own). Both
+// fail at open, before any connection, naming the option.
+func TestFactoryRefusesFootguns(t *testing.T) {
+	f := NewFactory("postgres://nobody@127.0.0.1:1/none?connect_timeout=1").WithLogger(slog.Default())
+	pinned := f.ForTenant("acme")
+	if err := pinned.check(); err != nil {
+		t.Fatalf("a pinned Factory whose options were set on the parent: %v", err)
+	}
+	for name, c := range map[string]*Factory{
+		"WithLogger":    pinned.WithLogger(slog.Default()),
+		"WithCacheSize": pinned.WithCacheSize(3),
+	} {
+		_, err := c.Create()
+		if err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "ForTenant") {
+			t.Errorf("%s on a pinned Factory: %v", name, err)
+		}
+		if _, err := c.Meta().Create(); err == nil {
+			t.Errorf("%s on a pinned Factory: its metadata backend opened", name)
+		}
+	}
+	if _, err := pinned.OpenAdmin(context.Background()); err == nil {
+		t.Error("OpenAdmin on a pinned Factory succeeded")
+	}
+	pool := &pgxpool.Pool{}
+	for name, c := range map[string]*Factory{
+		"WithConnectionLimits":       f.WithConnectionLimits(3, 1).WithPool(pool),
+		"WithConnectionAffinity":     f.WithPool(pool).WithConnectionAffinity(2),
+		"WithMaxConnLifetime":        f.WithPool(pool).WithMaxConnLifetime(time.Minute),
+		"WithStatementCacheCapacity": f.WithPool(pool).WithStatementCacheCapacity(9),
+		"WithQueryTracer":            f.WithPool(pool).WithQueryTracer(nopTracer{}),
+	} {
+		if _, err := c.Create(); err == nil || !strings.Contains(err.Error(), name) || !strings.Contains(err.Error(), "WithPool") {
+			t.Errorf("%s with WithPool: %v", name, err)
+		}
 	}
 }
 
@@ -134,12 +178,12 @@ func TestFactoryRefusesBadConfigurationBeforeSQL(t *testing.T) {
 		"schema in schema": f.WithTableName("queue.data"),
 	}
 	for name, c := range cases {
-		_, err := c.NewRouter()
+		_, err := c.Create()
 		if err == nil || errors.Is(err, ErrConnection) {
 			t.Errorf("%s: %v, want a configuration error before any connection", name, err)
 		}
 	}
-	if _, err := f.WithCacheSize(0).WithPool(&pgxpool.Pool{}).NewRouter(); err == nil || !strings.Contains(err.Error(), "cache size") {
+	if _, err := f.WithCacheSize(0).WithPool(&pgxpool.Pool{}).Create(); err == nil || !strings.Contains(err.Error(), "cache size") {
 		t.Errorf("cache size 0: %v", err)
 	}
 }
@@ -163,8 +207,8 @@ func TestResolve(t *testing.T) {
 		{"by message id", ResolverFunc(func(_ context.Context, m string) (string, error) { return strings.Split(m, "/")[0], nil }), context.Background(), nil, "globex"},
 	}
 	for _, c := range cases {
-		r := &Router{core: &core{resolver: c.resolver}}
-		id, err := r.resolve(c.ctx, "globex/1")
+		h := &handle{core: &core{resolver: c.resolver}}
+		id, err := h.resolve(c.ctx, "globex/1")
 		if !errors.Is(err, c.want) || (c.want == nil && id != c.id) {
 			t.Errorf("%s: resolve = %q, %v; want %q, %v", c.name, id, err, c.id, c.want)
 		}
@@ -172,22 +216,33 @@ func TestResolve(t *testing.T) {
 			t.Errorf("the resolver's own error is lost: %v", err)
 		}
 	}
-	closed := &Router{core: &core{resolver: ContextResolver}}
+	closed := &handle{core: &core{resolver: ContextResolver}}
 	closed.closed.Store(true)
 	if _, err := closed.resolve(WithTenant(context.Background(), "acme"), "m"); !errors.Is(err, ErrClosed) {
 		t.Errorf("closed Router: %v", err)
+	}
+	pinned := &handle{core: &core{resolver: ContextResolver}, pinned: "acme"}
+	_, err := pinned.resolve(WithTenant(context.Background(), "globex"), "m")
+	var mismatch *TenantMismatchError
+	if !errors.As(err, &mismatch) || mismatch.Want != "acme" || mismatch.Got != "globex" || !errors.Is(err, ErrTenantMismatch) {
+		t.Errorf("pinned to acme, called for globex: %v", err)
 	}
 }
 
 func TestErrorsAreClassified(t *testing.T) {
 	cache, _ := lru.New[string, *entry](4)
-	r := &Router{core: &core{ensured: cache}}
+	c := &core{ensured: cache}
 	cache.Add("acme", nil)
-	if err := r.writeErr("acme", engine.ErrGuardFailed); !errors.Is(err, ErrTenantDeleted) {
+	if err := c.writeErr("acme", engine.ErrGuardFailed); !errors.Is(err, ErrTenantDeleted) {
 		t.Errorf("a refused guard = %v, want ErrTenantDeleted", err)
 	}
 	if cache.Contains("acme") {
 		t.Error("a refused guard left the tenant cached")
+	}
+	err := c.writeErr("acme", fmt.Errorf("put: %w", quota.Limits{Bytes: 10}.Check(12, 1)))
+	var qe *QuotaError
+	if !errors.As(err, &qe) || qe.Tenant != "acme" || qe.Unit != "bytes" || qe.Used != 12 || qe.Limit != 10 || !errors.Is(err, ErrQuotaExceeded) {
+		t.Errorf("a refused quota = %#v", err)
 	}
 	cases := map[error]string{
 		nil: "ok",

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/pgtenant/pgtenant/internal/changes"
 	"github.com/pgtenant/pgtenant/internal/engine"
 	"github.com/pgtenant/pgtenant/internal/pg"
 	metastorage "schneider.vip/retryspool/storage/meta"
@@ -47,12 +48,12 @@ func (m *MetaFactory) Create() (metastorage.Backend, error) {
 
 // Open is Create with a context.
 func (m *MetaFactory) Open(ctx context.Context) (*MetaBackend, error) {
-	r, err := m.f.OpenRouter(ctx)
+	h, err := m.f.open(ctx)
 	if err != nil {
 		return nil, err
 	}
-	r.core.startListener()
-	return &MetaBackend{r: r}, nil
+	h.core.hub.Start()
+	return &MetaBackend{h: h}, nil
 }
 
 // MetaBackend is a metastorage.Backend and metastorage.StateCounterBackend
@@ -60,53 +61,57 @@ func (m *MetaFactory) Open(ctx context.Context) (*MetaBackend, error) {
 // trip, except iterators over states that did not change, which need none
 // (see NewMessageIterator). It is safe for concurrent use.
 type MetaBackend struct {
-	r *Router
+	h *handle
 }
 
 var _ metastorage.StateCounterBackend = (*MetaBackend)(nil)
 
 // resolve finds the call's tenant, or ErrBackendClosed once closed.
 func (b *MetaBackend) resolve(ctx context.Context, messageID string) (string, error) {
-	if b.r.closed.Load() {
+	if b.h.closed.Load() {
 		return "", metastorage.ErrBackendClosed
 	}
-	return b.r.resolve(ctx, messageID)
+	return b.h.resolve(ctx, messageID)
 }
 
-// reading returns tenant id's statements for a call that must not create
-// anything, and maps a missing table (an unknown or dropped tenant) onto
-// notFound.
-func (b *MetaBackend) reading(id string, notFound error, op func(*engine.MetaStore) error) error {
-	e, err := b.r.core.lookup(id)
+// reading runs op on tenant id's statements, creating nothing, and maps a
+// missing table (an unknown or dropped tenant) onto notFound: no data.
+// A write of existing messages (UpdateMeta, MoveToState, DeleteMeta) runs
+// here too: it creates nothing either, and what it changes is announced.
+func (b *MetaBackend) reading(ctx context.Context, id string, notFound error, op func(*engine.MetaStore) error) error {
+	c := b.h.core
+	e, err := c.reading(ctx, id)
 	if err != nil {
 		return pg.ConnectionError(err)
 	}
 	err = op(e.meta)
 	if errors.Is(err, pg.ErrTableMissing) {
-		b.r.core.ensured.Remove(id)
+		c.forget(id)
 		if notFound == nil {
 			return nil
 		}
-		return fmt.Errorf("%w: tenant %q has no metadata: %w", notFound, id, err)
+		// The table's absence is the answer, not a fault: no server text.
+		return fmt.Errorf("%w: tenant %q has no stored messages", notFound, id)
 	}
-	return pg.ConnectionError(err)
+	return pg.ConnectionError(c.writeErr(id, err))
 }
 
 // writing runs a write on tenant id's statements, creating its objects if
-// needed; the tenant's cached states are dropped once it is done.
+// needed; the change is announced once it is done.
 func (b *MetaBackend) writing(ctx context.Context, id string, op func(*engine.MetaStore) error) error {
-	defer b.r.core.metaChanged(id)
+	c := b.h.core
+	defer c.hub.Changed(id)
 	for attempt := 0; ; attempt++ {
-		e, err := b.r.core.ensure(ctx, id, false)
+		e, err := c.ensure(ctx, id, false)
 		if err != nil {
 			return pg.ConnectionError(err)
 		}
 		err = op(e.meta)
 		if errors.Is(err, pg.ErrTableMissing) && attempt == 0 {
-			b.r.core.ensured.Remove(id) // dropped under the cache: check again, once
+			c.forget(id) // dropped under the cache: check again, once
 			continue
 		}
-		return pg.ConnectionError(b.r.writeErr(id, err))
+		return pg.ConnectionError(c.writeErr(id, err))
 	}
 }
 
@@ -128,7 +133,7 @@ func (b *MetaBackend) GetMeta(ctx context.Context, messageID string) (metastorag
 		return metastorage.MessageMetadata{}, err
 	}
 	var md metastorage.MessageMetadata
-	err = b.reading(id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) (err error) {
+	err = b.reading(ctx, id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) (err error) {
 		md, err = m.Get(ctx, messageID)
 		return err
 	})
@@ -142,9 +147,9 @@ func (b *MetaBackend) UpdateMeta(ctx context.Context, messageID string, metadata
 	if err != nil {
 		return err
 	}
-	defer b.r.core.metaChanged(id)
-	return b.reading(id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) error {
-		return b.r.writeErr(id, m.Update(ctx, messageID, metadata))
+	defer b.h.core.hub.Changed(id)
+	return b.reading(ctx, id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) error {
+		return m.Update(ctx, messageID, metadata)
 	})
 }
 
@@ -155,8 +160,8 @@ func (b *MetaBackend) DeleteMeta(ctx context.Context, messageID string) error {
 	if err != nil {
 		return err
 	}
-	defer b.r.core.metaChanged(id)
-	return b.reading(id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) error {
+	defer b.h.core.hub.Changed(id)
+	return b.reading(ctx, id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) error {
 		_, err := m.Delete(ctx, messageID)
 		return err
 	})
@@ -172,9 +177,9 @@ func (b *MetaBackend) MoveToState(ctx context.Context, messageID string, fromSta
 	if err != nil {
 		return err
 	}
-	defer b.r.core.metaChanged(id)
-	return b.reading(id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) error {
-		return b.r.writeErr(id, m.Move(ctx, messageID, fromState, toState))
+	defer b.h.core.hub.Changed(id)
+	return b.reading(ctx, id, metastorage.ErrMessageNotFound, func(m *engine.MetaStore) error {
+		return m.Move(ctx, messageID, fromState, toState)
 	})
 }
 
@@ -190,7 +195,7 @@ func (b *MetaBackend) ListMessages(ctx context.Context, state metastorage.QueueS
 		return metastorage.MessageListResult{}, err
 	}
 	res := metastorage.MessageListResult{MessageIDs: []string{}}
-	err = b.reading(id, nil, func(m *engine.MetaStore) error {
+	err = b.reading(ctx, id, nil, func(m *engine.MetaStore) error {
 		ids, total, err := m.List(ctx, state, options)
 		if err == nil {
 			res = metastorage.MessageListResult{MessageIDs: ids, Total: total,
@@ -203,16 +208,18 @@ func (b *MetaBackend) ListMessages(ctx context.Context, state metastorage.QueueS
 
 // NewMessageIterator returns an iterator over every message in state, in
 // (created, message id) order, each with its message id as ID. It pages
-// through the state by key, so messages that leave the state meanwhile
-// never make others be skipped. batchSize is a hint for the page size.
+// through the state by key, batchSize messages per round trip (100 when
+// not positive), so messages that leave the state meanwhile never make
+// others be skipped, and its memory follows batchSize.
 //
-// A state of up to 1 000 messages is kept in memory, per tenant, until a
-// write changes the tenant's metadata: on this host the next iterator
-// sees the change at once; another host's write arrives through a
-// notification (LISTEN/NOTIFY), usually within milliseconds. So an idle
-// queue, whose scheduler scans its states every 10 ms, costs no round
-// trip. While the notification connection is down, every iterator reads
-// the database.
+// A state of up to 1 000 messages (and 2 MiB) is kept in memory, per
+// tenant, once an iteration has read it to its end, until the tenant's
+// data changes: on this host the next iterator sees the change at once;
+// another host's change arrives through a notification (LISTEN/NOTIFY),
+// usually within milliseconds. So an idle queue, whose scheduler scans its
+// states every 10 ms, costs no round trip. While notifications are not
+// heard (the listening connection is down, or passes through a transaction
+// pooler: see Factory.WithListenDSN), every iterator reads the database.
 func (b *MetaBackend) NewMessageIterator(ctx context.Context, state metastorage.QueueState, batchSize int) (metastorage.MessageIterator, error) {
 	id, err := b.resolve(ctx, "")
 	if err != nil {
@@ -222,60 +229,54 @@ func (b *MetaBackend) NewMessageIterator(ctx context.Context, state metastorage.
 		batchSize = 100
 	}
 	it := &metaIterator{b: b, tenant: id, state: state, batch: batchSize}
-	views := b.r.core.views
-	view := views.view(id)
-	if list, ok, _ := view.state(state); ok && views.trusted.Load() {
+	list, ok, ticket := b.h.core.hub.State(id, state)
+	if ok {
 		it.list, it.done = list, true
 		return it, nil
 	}
-	_, _, version := view.state(state)
-	if err := it.fill(ctx, maxCached+1); err != nil {
+	it.fill = ticket.Fill(state)
+	if err := it.next(ctx); err != nil {
 		return nil, err
-	}
-	if it.done && views.trusted.Load() {
-		view.store(state, version, it.list)
 	}
 	return it, nil
 }
 
 // GetStateCount returns how many messages of the pinned tenant are in
-// state (0 on a backend that is not pinned). Counts are kept in memory
-// and taken again, with one grouped index scan, only after the tenant's
-// metadata changed (on any host); a count that cannot be taken gives the
-// last one known.
+// state (0 on a backend that is not pinned, and 0 when the count cannot be
+// taken). Counts are kept in memory and taken again, with one grouped
+// index scan, only after the tenant's data changed (on any host).
 func (b *MetaBackend) GetStateCount(state metastorage.QueueState) int64 {
-	id := b.r.pinned
-	if id == "" || b.r.closed.Load() {
+	id := b.h.pinned
+	if id == "" || b.h.closed.Load() {
 		return 0
 	}
-	views := b.r.core.views
-	view := views.view(id)
-	if n, ok, _ := view.count(state); ok && views.trusted.Load() {
+	n, ok, ticket := b.h.core.hub.Count(id, state)
+	if ok {
 		return n
 	}
-	_, _, version := view.count(state)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	var counts map[metastorage.QueueState]int64
-	err := b.reading(id, nil, func(m *engine.MetaStore) (err error) {
+	err := b.reading(ctx, id, nil, func(m *engine.MetaStore) (err error) {
 		counts, err = m.Counts(ctx)
 		return err
 	})
-	if err != nil || counts == nil {
+	if err != nil {
 		return 0
 	}
-	if views.trusted.Load() {
-		view.storeCounts(version, counts)
-	}
+	ticket.KeepCounts(counts)
 	return counts[state]
 }
 
 // Close closes the backend; later calls fail with
 // metastorage.ErrBackendClosed. It is idempotent.
-func (b *MetaBackend) Close() error { return b.r.Close() }
+func (b *MetaBackend) Close() error {
+	b.h.close()
+	return nil
+}
 
 // metaIterator walks one state: from memory, or page by page from the
-// database.
+// database, gathering the pages for the view as it goes.
 type metaIterator struct {
 	b      *MetaBackend
 	tenant string
@@ -287,25 +288,30 @@ type metaIterator struct {
 	pos    int
 	cursor *engine.Cursor
 	done   bool // no page after list
+	fill   *changes.Fill
 	closed atomic.Bool
 }
 
-// fill loads the next page of up to n messages after the cursor.
-func (it *metaIterator) fill(ctx context.Context, n int) error {
+// next loads the next page after the cursor.
+func (it *metaIterator) next(ctx context.Context) error {
 	var (
 		page []metastorage.MessageMetadata
 		last *engine.Cursor
 	)
-	err := it.b.reading(it.tenant, nil, func(m *engine.MetaStore) (err error) {
-		page, last, err = m.Page(ctx, it.state, it.cursor, n)
+	err := it.b.reading(ctx, it.tenant, nil, func(m *engine.MetaStore) (err error) {
+		page, last, err = m.Page(ctx, it.state, it.cursor, it.batch)
 		return err
 	})
 	if err != nil {
 		return err
 	}
-	it.list, it.pos, it.done = page, 0, len(page) < n
+	it.list, it.pos, it.done = page, 0, len(page) < it.batch
 	if last != nil {
 		it.cursor = last
+	}
+	it.fill.Add(page)
+	if it.done {
+		it.fill.Done()
 	}
 	return nil
 }
@@ -316,7 +322,7 @@ func (it *metaIterator) Next(ctx context.Context) (metastorage.MessageMetadata, 
 	if err := ctx.Err(); err != nil {
 		return metastorage.MessageMetadata{}, false, err
 	}
-	if it.closed.Load() || it.b.r.closed.Load() {
+	if it.closed.Load() || it.b.h.closed.Load() {
 		return metastorage.MessageMetadata{}, false, metastorage.ErrBackendClosed
 	}
 	it.mu.Lock()
@@ -325,7 +331,7 @@ func (it *metaIterator) Next(ctx context.Context) (metastorage.MessageMetadata, 
 		if it.done {
 			return metastorage.MessageMetadata{}, false, nil
 		}
-		if err := it.fill(ctx, it.batch); err != nil {
+		if err := it.next(ctx); err != nil {
 			return metastorage.MessageMetadata{}, false, err
 		}
 		if len(it.list) == 0 {
@@ -342,11 +348,4 @@ func (it *metaIterator) Next(ctx context.Context) (metastorage.MessageMetadata, 
 func (it *metaIterator) Close() error {
 	it.closed.Store(true)
 	return nil
-}
-
-// metaChanged drops tenant id's cached states on this host at once, and
-// tells the other hosts.
-func (c *core) metaChanged(id string) {
-	c.views.changed(id)
-	c.notifier.Changed(id)
 }

@@ -9,16 +9,6 @@ import (
 	"github.com/pgtenant/pgtenant/schema"
 )
 
-// MigrateOptions tune MigrateAll.
-type MigrateOptions struct {
-	// Concurrency is the number of tenants migrated at once (default 4).
-	Concurrency int
-	// Progress, if not nil, is called after each tenant, from the worker
-	// goroutines one at a time, with the counts so far and the tenant's
-	// result.
-	Progress func(done, total int, id string, err error)
-}
-
 // MigrateResult counts what MigrateAll did.
 type MigrateResult struct {
 	// Migrated tenants were brought to schema.CurrentVersion.
@@ -38,13 +28,13 @@ type MigrateResult struct {
 // already current are skipped. A tenant that fails does not stop the
 // others. When ctx is cancelled, the tenants in flight finish, no new one
 // starts, and MigrateAll returns ctx's error; otherwise nil.
-func (r *Router) MigrateAll(ctx context.Context, opts MigrateOptions) (res MigrateResult, err error) {
+func (a *Admin) MigrateAll(ctx context.Context, opts BatchOptions) (res MigrateResult, err error) {
 	defer func() { err = pg.ConnectionError(err) }()
 	res = MigrateResult{Failed: map[string]error{}}
-	if r.closed.Load() {
+	if a.h.closed.Load() {
 		return res, ErrClosed
 	}
-	c := r.core
+	c := a.h.core
 	all, err := c.reg.Versions(ctx)
 	if err != nil {
 		return res, err
@@ -98,6 +88,9 @@ func (c *core) migrate(ctx context.Context, id string) (bool, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), pg.DDLTimeout)
 	defer cancel()
 	migrated, err := c.reg.Migrate(ctx, id)
+	if migrated {
+		c.hub.Changed(id)
+	}
 	if err != nil {
 		return false, fmt.Errorf("migrating tenant %q: %w", id, pg.Classify(err))
 	}

@@ -411,6 +411,16 @@ func (d *db) QueryRow(ctx context.Context, sql string, args ...any) pgx.Row {
 	return &gatedRow{row: g.pool.QueryRow(ctx, sql, args...), release: release}
 }
 
+// SendBatch runs a pipeline on a group; its slot is held until the
+// results are closed.
+func (d *db) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
+	g, release, err := d.acquire(ctx)
+	if err != nil {
+		return errBatch{err}
+	}
+	return &gatedBatch{BatchResults: g.pool.SendBatch(ctx, b), release: release}
+}
+
 func (d *db) Begin(ctx context.Context) (pgx.Tx, error) {
 	return d.BeginTx(ctx, pgx.TxOptions{})
 }
@@ -463,6 +473,27 @@ func (r *gatedRow) Scan(dest ...any) error {
 type errRow struct{ err error }
 
 func (r errRow) Scan(...any) error { return r.err }
+
+// gatedBatch lets the next statement in when the batch's results are
+// closed.
+type gatedBatch struct {
+	pgx.BatchResults
+	release func()
+}
+
+func (b *gatedBatch) Close() error {
+	defer b.release()
+	return b.BatchResults.Close()
+}
+
+// errBatch is the results of a batch that could not start.
+type errBatch struct{ err error }
+
+func (b errBatch) Exec() (pgconn.CommandTag, error) { return pgconn.CommandTag{}, b.err }
+func (b errBatch) Query() (pgx.Rows, error)         { return nil, b.err }
+func (b errBatch) QueryRow() pgx.Row                { return errRow{b.err} }
+func (b errBatch) Close() error                     { return b.err }
+func (b errBatch) Tx() pgx.Tx                       { return nil }
 
 // gatedTx lets the next statement in when the transaction ends.
 type gatedTx struct {

@@ -4,10 +4,11 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/base32"
-	"strings"
+	"fmt"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/internal/pg"
+	"github.com/pgtenant/pgtenant/internal/stmt"
 	"github.com/pgtenant/pgtenant/schema"
 )
 
@@ -58,16 +59,22 @@ func Table(t schema.Table, shared bool) []string {
 }
 
 // MetaTable returns the statements that create the metadata table of
-// message table t, t.Meta(), if missing: one row per RetrySpool message,
-// keyed like t, with an index on (state, created, message_id) that
-// iterators page along and that counts per state use. When shared is true
-// the table has a leading tenant_id column, and the key and the index lead
-// with it.
+// message table t, t.Meta(), if missing, at the current layout: one row
+// per RetrySpool message, keyed like t, with an index on (state, created,
+// message_id) that iterators page along and that counts per state use.
+// When shared is true the table has a leading tenant_id column, and the
+// key and the index lead with it.
 //
-//	message_id VARCHAR(255), meta_id TEXT (the metadata's own ID field),
-//	state SMALLINT, attempts INT, max_attempts INT, next_retry TIMESTAMPTZ,
-//	created TIMESTAMPTZ, updated TIMESTAMPTZ, last_error TEXT, size BIGINT,
-//	priority INT, headers JSONB (NULL for a nil map), retry_policy TEXT
+// Every string a caller gives is kept byte for byte, whatever it holds
+// (invalid UTF-8, NUL): the metadata's own ID, LastError and
+// RetryPolicyName are bytea, and headers are a bytea[] of key, value,
+// key, value... sorted by key (NULL for a nil map). Integers are BIGINT,
+// like Go's int.
+//
+//	message_id VARCHAR(255), meta_id BYTEA, state SMALLINT,
+//	attempts BIGINT, max_attempts BIGINT, next_retry TIMESTAMPTZ,
+//	created TIMESTAMPTZ, updated TIMESTAMPTZ, last_error BYTEA,
+//	size BIGINT, priority BIGINT, headers BYTEA[], retry_policy BYTEA
 func MetaTable(t schema.Table, shared bool) []string {
 	m := t.Meta()
 	lead, tenantCol := "", ""
@@ -77,11 +84,11 @@ func MetaTable(t schema.Table, shared bool) []string {
 	}
 	return []string{
 		"CREATE TABLE IF NOT EXISTS " + m.Sanitize() + " (" + tenantCol +
-			"message_id VARCHAR(255) NOT NULL, meta_id pg_catalog.text NOT NULL, state SMALLINT NOT NULL," +
-			" attempts INT NOT NULL, max_attempts INT NOT NULL, next_retry pg_catalog.timestamptz NOT NULL," +
+			"message_id VARCHAR(255) NOT NULL, meta_id pg_catalog.bytea NOT NULL, state SMALLINT NOT NULL," +
+			" attempts BIGINT NOT NULL, max_attempts BIGINT NOT NULL, next_retry pg_catalog.timestamptz NOT NULL," +
 			" created pg_catalog.timestamptz NOT NULL, updated pg_catalog.timestamptz NOT NULL," +
-			" last_error pg_catalog.text NOT NULL, size BIGINT NOT NULL, priority INT NOT NULL," +
-			" headers pg_catalog.jsonb, retry_policy pg_catalog.text NOT NULL," +
+			" last_error pg_catalog.bytea NOT NULL, size BIGINT NOT NULL, priority BIGINT NOT NULL," +
+			" headers pg_catalog.bytea[], retry_policy pg_catalog.bytea NOT NULL," +
 			" PRIMARY KEY (" + lead + "message_id))",
 		"CREATE INDEX IF NOT EXISTS " + quote(IndexName(m, "state")) + " ON " + m.Sanitize() +
 			" (" + lead + "state, created, message_id)",
@@ -89,29 +96,130 @@ func MetaTable(t schema.Table, shared bool) []string {
 	}
 }
 
-// Objects returns every statement that creates a tenant's objects at p, at
-// the current version: its schema (if it owns one), its tables (unless
-// they are shared, which the layout's setup creates) and every migration.
-// Each is idempotent, so running them all also repairs objects dropped by
-// hand under a registry row that is already current.
-func Objects(p schema.Placement) []string {
+// metaBytes converts a metadata table of version 3 (text, jsonb and INT
+// columns) to the layout of MetaTable. The text columns become their
+// UTF-8 bytes, which is what they held; a jsonb object of headers becomes
+// its pairs. Its check skips it for a table already converted, such as one
+// MetaTable created.
+func metaBytes(t schema.Table, _ bool) Step {
+	m := t.Meta().Sanitize()
+	toBytes := func(col string) string {
+		return "ALTER COLUMN " + col + " TYPE pg_catalog.bytea USING pg_catalog.convert_to(" + col + ", 'UTF8')"
+	}
+	return Step{
+		Done: "SELECT COALESCE((SELECT atttypid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype FROM pg_catalog.pg_attribute" +
+			" WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1::pg_catalog.text) AND attname OPERATOR(pg_catalog.=) 'last_error'), true)",
+		DoneArgs: []any{m},
+		SQL: []string{
+			"ALTER TABLE " + m + " " + toBytes("meta_id") + ", " + toBytes("last_error") + ", " + toBytes("retry_policy") +
+				", ALTER COLUMN attempts TYPE BIGINT, ALTER COLUMN max_attempts TYPE BIGINT, ALTER COLUMN priority TYPE BIGINT" +
+				", ADD COLUMN header_pairs pg_catalog.bytea[]",
+			"UPDATE " + m + " h SET header_pairs = COALESCE((SELECT pg_catalog.array_agg(x ORDER BY k COLLATE \"C\", o) FROM (" +
+				"SELECT e.key AS k, 0 AS o, pg_catalog.convert_to(e.key, 'UTF8') AS x FROM pg_catalog.jsonb_each_text(h.headers) e" +
+				" UNION ALL SELECT e.key, 1, pg_catalog.convert_to(e.value, 'UTF8') FROM pg_catalog.jsonb_each_text(h.headers) e) s)," +
+				" '{}'::pg_catalog.bytea[]) WHERE h.headers IS NOT NULL",
+			"ALTER TABLE " + m + " DROP COLUMN headers",
+			"ALTER TABLE " + m + " RENAME COLUMN header_pairs TO headers",
+		},
+	}
+}
+
+// Step is DDL that runs in one round trip, unless its check says its
+// effect is there already.
+type Step struct {
+	// SQL are the statements, in order.
+	SQL []string
+	// Done, if not empty, is a query returning one boolean, true when the
+	// step's effect is there already: the step is then skipped. DoneArgs
+	// are its arguments.
+	Done     string
+	DoneArgs []any
+}
+
+// steps makes unchecked steps of statements.
+func steps(stmts ...string) []Step {
+	if len(stmts) == 0 {
+		return nil
+	}
+	return []Step{{SQL: stmts}}
+}
+
+// Run runs steps in tx in order. Unchecked steps in a row go to the server
+// together, in one round trip.
+func Run(ctx context.Context, tx pgx.Tx, steps ...Step) error {
+	var batch []string
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := pg.ExecAll(ctx, tx, batch...)
+		batch = nil
+		return err
+	}
+	for _, s := range steps {
+		if s.Done != "" {
+			if err := flush(); err != nil {
+				return err
+			}
+			var done bool
+			if err := tx.QueryRow(ctx, s.Done, s.DoneArgs...).Scan(&done); err != nil {
+				return err
+			}
+			if done {
+				continue
+			}
+		}
+		batch = append(batch, s.SQL...)
+	}
+	return flush()
+}
+
+// Objects returns the steps that create a tenant's objects at p, at the
+// current version: its schema (if it owns one), its tables (unless they
+// are shared, which the layout's setup creates) and every migration. Each
+// is idempotent, so running them all also brings an older tenant's
+// objects to the current version and repairs objects dropped by hand.
+func Objects(p schema.Placement) []Step {
+	if p.Shared() {
+		return nil
+	}
 	var stmts []string
 	if p.OwnSchema() {
 		stmts = append(stmts, Schema(p.Table.Schema))
 	}
-	if !p.Shared() {
-		stmts = append(stmts, Table(p.Table, false)...)
-		stmts = append(stmts, Migrate(0, p.Table, false)...)
-	}
-	return stmts
+	stmts = append(stmts, Table(p.Table, false)...)
+	return append(steps(stmts...), Migrate(0, p.Table, false)...)
 }
 
-// Shared returns the statements that create a shared table t, its chunk
-// and metadata tables and its schema, at the current version.
-func Shared(t schema.Table) []string {
+// Shared returns the steps that create a shared table t, its chunk and
+// metadata tables and its schema, at the current version, or bring them
+// there.
+func Shared(t schema.Table) []Step {
 	stmts := append([]string{Schema(t.Schema)}, Table(t, true)...)
-	return append(stmts, Migrate(0, t, true)...)
+	return append(steps(stmts...), Migrate(0, t, true)...)
 }
+
+// SharedUpgrades returns the checked steps of Shared: those that an
+// existing shared table may lack. They cost a catalog query each when
+// there is nothing to do, and take no lock.
+func SharedUpgrades(t schema.Table) []Step {
+	var out []Step
+	for _, s := range Migrate(0, t, true) {
+		if s.Done != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// DropTables returns the statement that drops a tenant's tables at p: its
+// message, chunk and metadata tables.
+func DropTables(p schema.Placement) string {
+	return "DROP TABLE IF EXISTS " + p.Table.Sanitize() + ", " + p.Table.Chunks().Sanitize() + ", " + p.Table.Meta().Sanitize()
+}
+
+// DropSchema returns the statement that drops schema name if it is empty.
+func DropSchema(name string) string { return "DROP SCHEMA IF EXISTS " + quote(name) }
 
 // Exists reports whether table t exists.
 func Exists(ctx context.Context, db pg.DB, t schema.Table) (bool, error) {
@@ -130,7 +238,7 @@ func EnsureTable(ctx context.Context, db pg.DB, t schema.Table) error {
 		return err
 	}
 	return pg.InTx(ctx, db, "table:"+t.String(), func(tx pgx.Tx) error {
-		return pg.ExecAll(ctx, tx, append([]string{Schema(t.Schema)}, Table(t, false)...)...)
+		return Run(ctx, tx, steps(append([]string{Schema(t.Schema)}, Table(t, false)...)...)...)
 	})
 }
 
@@ -156,20 +264,25 @@ func hashName(s string) string {
 	return nameEncoding.EncodeToString(sum[:])
 }
 
-// WithoutAssignments returns sql without the assignments of its SET
-// clauses ("col = value" is not an operator): tests use it to look for
-// unqualified operators.
-func WithoutAssignments(sql string) string {
-	for {
-		i := strings.Index(sql, " SET ")
-		if i < 0 {
-			return sql
-		}
-		rest := sql[i+5:]
-		j := strings.Index(rest, " WHERE ")
-		if j < 0 {
-			return sql[:i]
-		}
-		sql = sql[:i] + rest[j:]
+// Statements returns the DDL pgtenant runs for a tenant placed at p, or
+// for a shared table at p (p.Shared), named, in order (for the golden
+// files); a step's check comes first, as "<name>.done".
+func Statements(p schema.Placement) []stmt.Named {
+	var steps []Step
+	if p.Shared() {
+		steps = Shared(p.Table)
+	} else {
+		steps = Objects(p)
 	}
+	var out []stmt.Named
+	for i, s := range steps {
+		name := fmt.Sprintf("ddl.step%d", i+1)
+		if s.Done != "" {
+			out = append(out, stmt.Named{Name: name + ".done", SQL: s.Done, Params: []string{"relation"}})
+		}
+		for j, sql := range s.SQL {
+			out = append(out, stmt.Named{Name: fmt.Sprintf("%s.%d", name, j+1), SQL: sql})
+		}
+	}
+	return out
 }

@@ -8,10 +8,11 @@ type migration struct {
 	version int
 	// what the step does.
 	name string
-	// sql returns the step's statements for message table t, shared by
-	// tenants or not. They must be idempotent: a crash after a step ran
-	// but before its version was recorded runs it again.
-	sql func(t schema.Table, shared bool) []string
+	// step returns the step for message table t, shared by tenants or
+	// not. It must be idempotent (IF NOT EXISTS, or a Done check):
+	// Objects runs every step for a tenant created or repaired at the
+	// current version.
+	step func(t schema.Table, shared bool) Step
 }
 
 // migrations are the steps after version 1 (the objects of Table), in
@@ -20,28 +21,33 @@ var migrations = []migration{
 	{
 		version: 2,
 		name:    "vacuum message tables sooner (queues delete what they store)",
-		sql: func(t schema.Table, _ bool) []string {
-			return []string{
+		step: func(t schema.Table, _ bool) Step {
+			return Step{SQL: []string{
 				"ALTER TABLE " + t.Sanitize() + " SET (autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05)",
 				"ALTER TABLE " + t.Chunks().Sanitize() + " SET (autovacuum_vacuum_scale_factor = 0.05)",
-			}
+			}}
 		},
 	},
 	{
 		version: 3,
 		name:    "a metadata table for RetrySpool's meta storage beside the message table",
-		sql:     MetaTable,
+		step:    func(t schema.Table, shared bool) Step { return Step{SQL: MetaTable(t, shared)} },
+	},
+	{
+		version: 4,
+		name:    "metadata kept byte for byte (bytea strings and headers) with BIGINT integers",
+		step:    metaBytes,
 	},
 }
 
-// Migrate returns the statements that bring message table t, shared by
-// tenants or not, from version from to schema.CurrentVersion.
-func Migrate(from int, t schema.Table, shared bool) []string {
-	var stmts []string
+// Migrate returns the steps that bring message table t, shared by tenants
+// or not, from version from to schema.CurrentVersion.
+func Migrate(from int, t schema.Table, shared bool) []Step {
+	var out []Step
 	for _, m := range migrations {
 		if m.version > from {
-			stmts = append(stmts, m.sql(t, shared)...)
+			out = append(out, m.step(t, shared))
 		}
 	}
-	return stmts
+	return out
 }

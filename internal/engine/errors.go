@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/internal/pg"
+	"github.com/pgtenant/pgtenant/internal/quota"
 	datastorage "schneider.vip/retryspool/storage/data"
 )
 
@@ -27,9 +28,9 @@ var (
 	// ErrTooLarge reports a body over the maximum message size; nothing was
 	// stored and any earlier version is intact.
 	ErrTooLarge = errors.New("pgtenant: message too large")
-	// ErrQuotaExceeded reports a write refused by Options.MaxBytes or
-	// Options.MaxMessages; nothing was stored.
-	ErrQuotaExceeded = errors.New("pgtenant: quota exceeded")
+	// ErrQuotaExceeded reports a write refused by Options.Quota; nothing
+	// was stored. The error is a *quota.Error.
+	ErrQuotaExceeded = quota.ErrExceeded
 	// ErrTextMode reports a pgx exec mode that sends BYTEA as text.
 	ErrTextMode = errors.New("pgtenant: exec mode sends BYTEA as text; use a cached-statement or describe mode")
 )

@@ -2,141 +2,129 @@ package engine
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/internal/pg"
-	"github.com/pgtenant/pgtenant/schema"
+	"github.com/pgtenant/pgtenant/internal/quota"
+	"github.com/pgtenant/pgtenant/internal/stmt"
 	metastorage "schneider.vip/retryspool/storage/meta"
 )
 
+// DefaultMaxMetadataSize is the largest metadata of one message accepted
+// by default (its ID, LastError, RetryPolicyName and headers together):
+// 1 MiB.
+const DefaultMaxMetadataSize = 1 << 20
+
+// ErrInvalidMetadata reports metadata that cannot be stored as given (an
+// unknown queue state); nothing was stored. Errors that wrap it wrap
+// metastorage.ErrInvalidState too.
+var ErrInvalidMetadata = fmt.Errorf("pgtenant: invalid metadata: %w", metastorage.ErrInvalidState)
+
 // MetaStore keeps RetrySpool message metadata in the metadata table of a
 // Target (see ddl.MetaTable): one statement, so one round trip, per
-// operation. It is safe for concurrent use.
+// operation. Every string is kept byte for byte and every integer exactly.
+// It is safe for concurrent use.
 type MetaStore struct {
-	db     pg.DB
-	mode   pgx.QueryExecMode
-	target Target
+	db      pg.DB
+	mode    pgx.QueryExecMode
+	maxSize int64
+	base    values
 
-	storeSQL, getSQL, updateSQL, deleteSQL, moveSQL string
-	firstPageSQL, nextPageSQL, countsSQL, purgeSQL  string
-	listSQL                                         map[string]string // by sort key and order
+	put, update, get, del, move        stmt.Stmt[values]
+	firstPage, nextPage, counts, purge stmt.Stmt[values]
+	list                               map[string]stmt.Stmt[values] // by sort key and order
 }
 
-// metaCols are the metadata columns, in the order scanMeta reads them.
-const metaCols = "message_id, meta_id, state, attempts, max_attempts, next_retry, created, updated, last_error, size, priority, headers, retry_policy"
-
-// listSorts are ListMessages' sort keys and the columns they sort by.
-var listSorts = map[string]string{"created": "created", "updated": "updated", "priority": "priority", "attempts": "attempts"}
-
-// NewMetaStore returns a MetaStore for t's metadata table over db. Other
-// hosts learn of its writes through a Notifier, outside its statements.
-func NewMetaStore(db pg.DB, t Target, mode pgx.QueryExecMode) (*MetaStore, error) {
+// NewMetaStore returns a MetaStore for t's metadata table over db; it
+// refuses the metadata of one message over maxSize bytes (0:
+// DefaultMaxMetadataSize) with ErrTooLarge.
+func NewMetaStore(db pg.DB, t Target, mode pgx.QueryExecMode, maxSize int64) (*MetaStore, error) {
 	if mode == 0 {
 		mode = pgx.QueryExecModeCacheStatement
 	}
 	if err := CheckExecMode(mode); err != nil {
 		return nil, err
 	}
-	m := &MetaStore{db: db, mode: mode, target: t, listSQL: map[string]string{}}
-	q := t.Table.Meta().Sanitize()
-	sq := t.clauses()
-	key, keyCols, part, conflict, where := sq.key, sq.keyCols, sq.part, sq.conflict, sq.where
-	p, read, write := sq.p, sq.read, sq.write
-	vals := key + fmt.Sprintf("$%d::VARCHAR", sq.k) + ", " + p(1) + "::pg_catalog.text, " + p(2) + "::SMALLINT, " + p(3) + "::INT, " +
-		p(4) + "::INT, " + p(5) + "::pg_catalog.timestamptz, COALESCE(" + p(6) + "::pg_catalog.timestamptz, pg_catalog.now()), pg_catalog.now(), " +
-		p(7) + "::pg_catalog.text, " + p(8) + "::BIGINT, " + p(9) + "::INT, " + p(10) + "::pg_catalog.jsonb, " + p(11) + "::pg_catalog.text"
-	source := "VALUES (" + vals + ")"
-	if t.Guard != nil {
-		source = "SELECT " + vals + " WHERE true" + write(11)
+	if maxSize <= 0 {
+		maxSize = DefaultMaxMetadataSize
 	}
-	// Values come from EXCLUDED (Citus refuses non-immutable functions in
-	// DO UPDATE SET).
-	m.storeSQL = "INSERT INTO " + q + " (" + keyCols + metaCols + ") " + source + " ON CONFLICT (" + conflict + ") DO UPDATE SET" +
-		" meta_id = EXCLUDED.meta_id, state = EXCLUDED.state, attempts = EXCLUDED.attempts, max_attempts = EXCLUDED.max_attempts," +
-		" next_retry = EXCLUDED.next_retry, created = EXCLUDED.created, updated = EXCLUDED.updated, last_error = EXCLUDED.last_error," +
-		" size = EXCLUDED.size, priority = EXCLUDED.priority, headers = EXCLUDED.headers, retry_policy = EXCLUDED.retry_policy"
-	// Update keeps created, as RetrySpool's filesystem backend does.
-	m.updateSQL = "UPDATE " + q + " SET meta_id = " + p(1) + "::pg_catalog.text, state = " + p(2) + "::SMALLINT, attempts = " + p(3) + "::INT," +
-		" max_attempts = " + p(4) + "::INT, next_retry = " + p(5) + "::pg_catalog.timestamptz, updated = pg_catalog.now()," +
-		" last_error = " + p(6) + "::pg_catalog.text, size = " + p(7) + "::BIGINT, priority = " + p(8) + "::INT, headers = " + p(9) + "::pg_catalog.jsonb," +
-		" retry_policy = " + p(10) + "::pg_catalog.text WHERE " + where + write(10)
-	m.getSQL = "SELECT " + metaCols + " FROM " + q + " WHERE " + where + read(0)
-	m.deleteSQL = "DELETE FROM " + q + " WHERE " + where + read(0) + " RETURNING state"
-	// Compare and swap in one statement: the update when the message is in
-	// the expected state, and whether the message exists at all.
-	move := "UPDATE " + q + " SET state = " + p(2) + "::SMALLINT, updated = pg_catalog.now() WHERE " + where +
-		" AND state" + eq + p(1) + "::SMALLINT" + write(2) + " RETURNING 1"
-	m.moveSQL = "WITH u AS (" + move + ") SELECT (SELECT pg_catalog.count(*) FROM u), EXISTS (SELECT 1 FROM " +
-		q + " WHERE " + where + read(2) + ")"
-	// Statements on the whole table have no message id: their own
-	// parameters start at $k.
-	sq.k--
-	m.firstPageSQL = "SELECT " + metaCols + " FROM " + q + " WHERE " + part + "state" + eq + p(1) + "::SMALLINT" + read(2) +
-		" ORDER BY created, message_id LIMIT " + p(2)
-	m.nextPageSQL = "SELECT " + metaCols + " FROM " + q + " WHERE " + part + "state" + eq + p(1) + "::SMALLINT" +
-		" AND (created, message_id) OPERATOR(pg_catalog.>) (" + p(3) + "::pg_catalog.timestamptz, " + p(4) + "::VARCHAR)" + read(4) +
-		" ORDER BY created, message_id LIMIT " + p(2)
-	m.countsSQL = "SELECT state, pg_catalog.count(*) FROM " + q + " WHERE " + part + "true" + read(0) + " GROUP BY state"
+	m := &MetaStore{db: db, mode: mode, maxSize: maxSize, base: t.values(quota.Limits{}), list: map[string]stmt.Stmt[values]{}}
+	c := &compiler{parts: t.parts()}
+	m.put = c.compile(metaPutSQL)
+	m.update = c.compile(metaUpdateSQL)
+	m.get = c.compile(metaGetSQL)
+	m.del = c.compile(metaDeleteSQL)
+	m.move = c.compile(metaMoveSQL)
+	m.firstPage = c.compile(metaFirstPageSQL)
+	m.nextPage = c.compile(metaNextPageSQL)
+	m.counts = c.compile(metaCountsSQL)
+	m.purge = c.compile(metaPurgeSQL)
 	for name, col := range listSorts {
 		for _, dir := range []string{"ASC", "DESC"} {
-			m.listSQL[name+dir] = "WITH f AS (SELECT message_id, created, updated, priority, attempts FROM " + q + " WHERE " + part +
-				"state" + eq + p(1) + "::SMALLINT AND (" + p(2) + "::pg_catalog.timestamptz IS NULL OR created OPERATOR(pg_catalog.>=) " + p(2) +
-				" OR updated OPERATOR(pg_catalog.>=) " + p(2) + ")" + read(4) + ")" +
-				" SELECT (SELECT pg_catalog.count(*) FROM f), ARRAY(SELECT message_id FROM f ORDER BY " + col + " " + dir +
-				", message_id " + dir + " LIMIT " + p(3) + " OFFSET " + p(4) + ")"
+			m.list[name+dir] = c.compile(metaListSQL, "sort", col, "dir", dir)
 		}
 	}
-	match := "m.message_id" + eq + "v.message_id"
-	keyList := "message_id"
-	if t.Partition != "" {
-		match += " AND m." + schema.TenantColumn + eq + "v." + schema.TenantColumn
-		keyList = schema.TenantColumn + ", message_id"
+	if c.err != nil {
+		return nil, c.err
 	}
-	m.purgeSQL = "WITH v AS (DELETE FROM " + q + " m USING (SELECT " + keyList + " FROM " + q + " WHERE " + part +
-		"updated OPERATOR(pg_catalog.<) " + p(1) + read(2) + " ORDER BY updated LIMIT " + p(2) + ") v WHERE " + match +
-		" RETURNING m.message_id) SELECT pg_catalog.count(*) FROM v"
 	return m, nil
 }
 
-// args returns the statement arguments: the exec mode, the partition value
-// if any, then rest, then the guard's.
-func (m *MetaStore) args(rest ...any) []any {
-	a := make([]any, 0, 6+len(rest))
-	a = append(a, m.mode)
-	if m.target.Partition != "" {
-		a = append(a, m.target.Partition)
-	}
-	a = append(a, rest...)
-	if m.target.Guard != nil {
-		a = append(a, m.target.Guard.Args...)
-	}
-	return a
+// call returns the values of a call on message id.
+func (m *MetaStore) call(id string) *values {
+	v := m.base
+	v.messageID = id
+	v.now = time.Now()
+	return &v
 }
 
-// values are a metadata's column values for the store statement (with
-// created) or the update statement (without), in their order after the
-// message id. A nil headers map is stored as NULL, an empty one as {}.
-func values(md metastorage.MessageMetadata, withCreated bool) ([]any, error) {
-	var headers []byte
+// validState refuses states RetrySpool does not have: SMALLINT would
+// wrap a large one onto another state.
+func validState(s metastorage.QueueState) error {
+	if s < metastorage.StateIncoming || s > metastorage.StateArchived {
+		return fmt.Errorf("%w: queue state %d", ErrInvalidMetadata, int(s))
+	}
+	return nil
+}
+
+// setMeta fills v with md's columns, or refuses md: an unknown state
+// (ErrInvalidMetadata), or more than maxSize bytes (ErrTooLarge). A nil
+// headers map is stored as NULL, an empty one as an empty array; headers
+// are key, value pairs sorted by key.
+func (m *MetaStore) setMeta(v *values, md metastorage.MessageMetadata) error {
+	if err := validState(md.State); err != nil {
+		return err
+	}
+	size := int64(len(md.ID) + len(md.LastError) + len(md.RetryPolicyName))
+	var headers [][]byte
 	if md.Headers != nil {
-		var err error
-		if headers, err = json.Marshal(md.Headers); err != nil {
-			return nil, err
+		keys := make([]string, 0, len(md.Headers))
+		for k, val := range md.Headers {
+			keys = append(keys, k)
+			size += int64(len(k) + len(val))
+		}
+		slices.Sort(keys)
+		headers = make([][]byte, 0, 2*len(keys))
+		for _, k := range keys {
+			headers = append(headers, []byte(k), []byte(md.Headers[k]))
 		}
 	}
-	vals := []any{md.ID, int16(md.State), int32(md.Attempts), int32(md.MaxAttempts), md.NextRetry}
-	if withCreated {
-		var created *time.Time
-		if !md.Created.IsZero() {
-			created = &md.Created
-		}
-		vals = append(vals, created)
+	if size > m.maxSize {
+		return fmt.Errorf("%w: metadata of %d bytes, at most %d allowed", ErrTooLarge, size, m.maxSize)
 	}
-	return append(vals, md.LastError, md.Size, int32(md.Priority), headers, md.RetryPolicyName), nil
+	v.metaID, v.lastError, v.retryPolicy = []byte(md.ID), []byte(md.LastError), []byte(md.RetryPolicyName)
+	v.state, v.attempts, v.maxAttempts, v.priority = int16(md.State), int64(md.Attempts), int64(md.MaxAttempts), int64(md.Priority)
+	v.nextRetry, v.size, v.headers = md.NextRetry, md.Size, headers
+	v.created = md.Created
+	if md.Created.IsZero() {
+		v.created = v.now
+	}
+	return nil
 }
 
 // Cursor is where a page of an iteration ends: its last message's created
@@ -151,23 +139,22 @@ type Cursor struct {
 func scanMeta(row pgx.Row) (md metastorage.MessageMetadata, messageID string, err error) {
 	defer func() { err = pg.Classify(err) }() // pgx.ErrNoRows stays itself
 	var (
-		state            int16
-		attempts, maxAtt int32
-		priority         int32
-		headers          []byte
+		state                           int16
+		attempts, maxAttempts, priority int64
+		metaID, lastError, retryPolicy  []byte
+		headers                         [][]byte
 	)
-	err = row.Scan(&messageID, &md.ID, &state, &attempts, &maxAtt, &md.NextRetry, &md.Created, &md.Updated,
-		&md.LastError, &md.Size, &priority, &headers, &md.RetryPolicyName)
+	err = row.Scan(&messageID, &metaID, &state, &attempts, &maxAttempts, &md.NextRetry, &md.Created, &md.Updated,
+		&lastError, &md.Size, &priority, &headers, &retryPolicy)
 	if err != nil {
 		return md, "", err
 	}
-	md.State, md.Attempts, md.MaxAttempts, md.Priority = metastorage.QueueState(state), int(attempts), int(maxAtt), int(priority)
+	md.ID, md.LastError, md.RetryPolicyName = string(metaID), string(lastError), string(retryPolicy)
+	md.State, md.Attempts, md.MaxAttempts, md.Priority = metastorage.QueueState(state), int(attempts), int(maxAttempts), int(priority)
 	if headers != nil {
-		if err := json.Unmarshal(headers, &md.Headers); err != nil {
-			return md, "", err
-		}
-		if md.Headers == nil {
-			md.Headers = map[string]string{}
+		md.Headers = make(map[string]string, len(headers)/2)
+		for i := 0; i+1 < len(headers); i += 2 {
+			md.Headers[string(headers[i])] = string(headers[i+1])
 		}
 	}
 	return md, messageID, nil
@@ -183,12 +170,12 @@ func (m *MetaStore) Store(ctx context.Context, id string, md metastorage.Message
 	if err := ValidateMessageID(id); err != nil {
 		return err
 	}
-	vals, err := values(md, true)
-	if err != nil {
+	v := m.call(id)
+	if err := m.setMeta(v, md); err != nil {
 		return err
 	}
 	return retry(ctx, writes, func() error {
-		tag, err := m.db.Exec(ctx, m.storeSQL, m.args(append([]any{id}, vals...)...)...)
+		tag, err := m.db.Exec(ctx, m.put.SQL, m.put.Args(m.mode, v)...)
 		if err != nil {
 			return translate(err)
 		}
@@ -208,7 +195,7 @@ func (m *MetaStore) Get(ctx context.Context, id string) (metastorage.MessageMeta
 	var md metastorage.MessageMetadata
 	err := retry(ctx, reads, func() error {
 		var err error
-		md, _, err = scanMeta(m.db.QueryRow(ctx, m.getSQL, m.args(id)...))
+		md, _, err = scanMeta(m.db.QueryRow(ctx, m.get.SQL, m.get.Args(m.mode, m.call(id))...))
 		if errors.Is(err, pgx.ErrNoRows) {
 			return metaNotFound(id)
 		}
@@ -223,12 +210,12 @@ func (m *MetaStore) Update(ctx context.Context, id string, md metastorage.Messag
 	if err := ValidateMessageID(id); err != nil {
 		return err
 	}
-	vals, err := values(md, false)
-	if err != nil {
+	v := m.call(id)
+	if err := m.setMeta(v, md); err != nil {
 		return err
 	}
 	return retry(ctx, writes, func() error {
-		tag, err := m.db.Exec(ctx, m.updateSQL, m.args(append([]any{id}, vals...)...)...)
+		tag, err := m.db.Exec(ctx, m.update.SQL, m.update.Args(m.mode, v)...)
 		if err != nil {
 			return translate(err)
 		}
@@ -247,7 +234,7 @@ func (m *MetaStore) Delete(ctx context.Context, id string) (metastorage.QueueSta
 	}
 	var state int16
 	err := retry(ctx, writes, func() error {
-		err := m.db.QueryRow(ctx, m.deleteSQL, m.args(id)...).Scan(&state)
+		err := m.db.QueryRow(ctx, m.del.SQL, m.del.Args(m.mode, m.call(id))...).Scan(&state)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return metaNotFound(id)
 		}
@@ -260,17 +247,22 @@ func (m *MetaStore) Delete(ctx context.Context, id string) (metastorage.QueueSta
 // it is in from when the statement runs (compare and swap): of concurrent
 // moves from the same state exactly one wins, the others get
 // metastorage.ErrStateConflict. A missing message is
-// metastorage.ErrMessageNotFound.
+// metastorage.ErrMessageNotFound; an unknown state ErrInvalidMetadata.
 func (m *MetaStore) Move(ctx context.Context, id string, from, to metastorage.QueueState) error {
 	if err := ValidateMessageID(id); err != nil {
 		return err
 	}
+	if err := errors.Join(validState(from), validState(to)); err != nil {
+		return err
+	}
+	v := m.call(id)
+	v.fromState, v.toState = int16(from), int16(to)
 	return retry(ctx, writes, func() error {
 		var (
 			moved  int64
 			exists bool
 		)
-		if err := m.db.QueryRow(ctx, m.moveSQL, m.args(id, int16(from), int16(to))...).Scan(&moved, &exists); err != nil {
+		if err := m.db.QueryRow(ctx, m.move.SQL, m.move.Args(m.mode, v)...).Scan(&moved, &exists); err != nil {
 			return translate(err)
 		}
 		switch {
@@ -293,16 +285,15 @@ func (m *MetaStore) Page(ctx context.Context, state metastorage.QueueState, afte
 		out  []metastorage.MessageMetadata
 		last *Cursor
 	)
+	v := m.call("")
+	v.state, v.limit = int16(state), int64(n)
+	st := m.firstPage
+	if after != nil {
+		st = m.nextPage
+		v.afterCreated, v.afterID = after.Created, after.ID
+	}
 	err := retry(ctx, reads, func() error {
-		var (
-			rows pgx.Rows
-			err  error
-		)
-		if after == nil {
-			rows, err = m.db.Query(ctx, m.firstPageSQL, m.args(int16(state), n)...)
-		} else {
-			rows, err = m.db.Query(ctx, m.nextPageSQL, m.args(int16(state), n, after.Created, after.ID)...)
-		}
+		rows, err := m.db.Query(ctx, st.SQL, st.Args(m.mode, v)...)
 		if err != nil {
 			return translate(err)
 		}
@@ -325,33 +316,34 @@ func (m *MetaStore) Page(ctx context.Context, state metastorage.QueueState, afte
 // List returns the message ids in state that ListMessages selects: created
 // or updated at or after since (when not zero), sorted by created, updated,
 // priority or attempts (anything else sorts by created; message id breaks
-// ties), ascending or, with desc, descending; limit 0 means no limit. It
-// also returns how many messages matched in all.
+// ties), descending when the order is "desc" in any case, else ascending;
+// limit 0 means no limit. It also returns how many messages matched in
+// all.
 func (m *MetaStore) List(ctx context.Context, state metastorage.QueueState, o metastorage.MessageListOptions) ([]string, int, error) {
 	sortBy := o.SortBy
 	if _, ok := listSorts[sortBy]; !ok {
 		sortBy = "created"
 	}
 	dir := "ASC"
-	if o.SortOrder == "desc" {
+	if strings.EqualFold(o.SortOrder, "desc") {
 		dir = "DESC"
 	}
-	var since *time.Time
+	v := m.call("")
+	v.state, v.offset = int16(state), int64(max(o.Offset, 0))
 	if !o.Since.IsZero() {
-		since = &o.Since
+		v.since = &o.Since
 	}
-	var limit *int64
 	if o.Limit > 0 {
 		l := int64(o.Limit)
-		limit = &l
+		v.listLimit = &l
 	}
+	st := m.list[sortBy+dir]
 	var (
 		total int64
 		ids   []string
 	)
 	err := retry(ctx, reads, func() error {
-		return translate(m.db.QueryRow(ctx, m.listSQL[sortBy+dir], m.args(int16(state), since, limit, int64(max(o.Offset, 0)))...).
-			Scan(&total, &ids))
+		return translate(m.db.QueryRow(ctx, st.SQL, st.Args(m.mode, v)...).Scan(&total, &ids))
 	})
 	if ids == nil {
 		ids = []string{}
@@ -365,7 +357,7 @@ func (m *MetaStore) Counts(ctx context.Context) (map[metastorage.QueueState]int6
 	counts := map[metastorage.QueueState]int64{}
 	err := retry(ctx, reads, func() error {
 		clear(counts)
-		rows, err := m.db.Query(ctx, m.countsSQL, m.args()...)
+		rows, err := m.db.Query(ctx, m.counts.SQL, m.counts.Args(m.mode, m.call(""))...)
 		if err != nil {
 			return translate(err)
 		}
@@ -386,9 +378,11 @@ func (m *MetaStore) Counts(ctx context.Context) (map[metastorage.QueueState]int6
 // PurgeBatch, and returns how many it deleted.
 func (m *MetaStore) Purge(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
+	v := m.call("")
+	v.before, v.limit = before, PurgeBatch
 	for {
 		var n int64
-		if err := m.db.QueryRow(ctx, m.purgeSQL, m.args(before, PurgeBatch)...).Scan(&n); err != nil {
+		if err := m.db.QueryRow(ctx, m.purge.SQL, m.purge.Args(m.mode, v)...).Scan(&n); err != nil {
 			return total, translate(err)
 		}
 		total += n

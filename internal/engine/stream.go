@@ -89,8 +89,8 @@ func (w *StreamWriter) Write(p []byte) (int, error) {
 		if w.n+int64(len(p)) > w.s.maxSize {
 			return written, w.fail(tooLarge(w.s.maxSize))
 		}
-		if w.s.maxBytes > 0 && w.n+int64(len(p)) > w.s.maxBytes {
-			return written, w.fail(fmt.Errorf("%w: the body alone exceeds %d bytes", ErrQuotaExceeded, w.s.maxBytes))
+		if err := w.s.quota.BodyTooLarge(w.n + int64(len(p))); err != nil {
+			return written, w.fail(err)
 		}
 		if len(w.buf) == w.s.chunkSize {
 			if err := w.flush(); err != nil {
@@ -138,7 +138,9 @@ func (w *StreamWriter) flush() error {
 	}
 	s := w.s
 	if err := w.withTx(func(tx pgx.Tx) error {
-		_, err := tx.Exec(w.ctx, s.chunkInsertSQL, s.args(w.id, w.version, w.seq, w.buf)...)
+		v := s.call(w.id)
+		v.version, v.seq, v.data = w.version, w.seq, w.buf
+		_, err := tx.Exec(w.ctx, s.chunkInsert.SQL, s.chunkInsert.Args(s.mode, v)...)
 		return translate(err)
 	}); err != nil {
 		return err
@@ -191,7 +193,7 @@ func (w *StreamWriter) begin() error {
 		// Probe the chunk table before the first chunk goes out, so that a
 		// missing table can still be re-created and retried.
 		err = w.withTx(func(tx pgx.Tx) error {
-			_, err := tx.Exec(w.ctx, w.s.probeSQL, w.s.mode)
+			_, err := tx.Exec(w.ctx, w.s.probe.SQL, w.s.mode)
 			return err
 		})
 		if err == nil {
@@ -279,22 +281,15 @@ func (w *StreamWriter) commit() error {
 	}
 	s := w.s
 	return w.withTx(func(tx pgx.Tx) error {
-		if s.quota {
-			if err := s.reserve(w.ctx, tx, w.id, w.n); err != nil {
-				return err
-			}
+		v := s.call(w.id)
+		v.size, v.version = w.n, w.version
+		if err := s.write(w.ctx, tx, s.chunkedPut, v); err != nil {
+			return err
 		}
-		tag, err := tx.Exec(w.ctx, s.chunkedUpsertSQL, s.guarded(w.id, w.n, w.version)...)
-		if err != nil {
+		if _, err := tx.Exec(w.ctx, s.chunkClean.SQL, s.chunkClean.Args(s.mode, v)...); err != nil {
 			return translate(err)
 		}
-		if tag.RowsAffected() == 0 {
-			return ErrGuardFailed
-		}
-		if _, err := tx.Exec(w.ctx, s.chunkCleanSQL, s.args(w.id, w.version)...); err != nil {
-			return translate(err)
-		}
-		err = tx.Commit(w.ctx)
+		err := tx.Commit(w.ctx)
 		w.tx = nil
 		w.stop()
 		return translate(err)
@@ -319,7 +314,7 @@ func (s *Store) Reader(ctx context.Context, id string) (io.ReadCloser, error) {
 			size    int64
 			version *int64
 		)
-		err := translate(s.db.QueryRow(ctx, s.getSQL, s.guarded(id)...).Scan(&data, &size, &version))
+		err := translate(s.row(ctx, s.db, s.get, s.call(id), &data, &size, &version))
 		switch {
 		case err != nil:
 			return err
@@ -346,7 +341,7 @@ func (s *Store) chunkReader(ctx context.Context, id string) (io.ReadCloser, erro
 		size    int64
 		version *int64
 	)
-	if err := tx.QueryRow(ctx, s.getSQL, s.guarded(id)...).Scan(&data, &size, &version); err != nil {
+	if err := s.row(ctx, tx, s.get, s.call(id), &data, &size, &version); err != nil {
 		rollback(ctx, tx)
 		return nil, translate(err)
 	}
@@ -358,7 +353,9 @@ func (s *Store) chunkReader(ctx context.Context, id string) (io.ReadCloser, erro
 	if hooks.before != nil {
 		hooks.before()
 	}
-	rows, err := tx.Query(ctx, s.chunkScanSQL, s.args(id, *version)...)
+	v := s.call(id)
+	v.version = *version
+	rows, err := tx.Query(ctx, s.chunkScan.SQL, s.chunkScan.Args(s.mode, v)...)
 	if err != nil {
 		rollback(ctx, tx)
 		return nil, translate(err)

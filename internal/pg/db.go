@@ -7,13 +7,15 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 )
 
-// DB runs statements and starts transactions. *pgxpool.Pool, *pgxpool.Conn,
-// *pgx.Conn and pgx.Tx all satisfy it (Begin on a transaction starts a
-// savepoint).
+// DB runs statements, pipelines of statements and transactions.
+// *pgxpool.Pool, *pgxpool.Conn, *pgx.Conn and pgx.Tx all satisfy it (Begin
+// on a transaction starts a savepoint). A batch outside a transaction runs
+// in one implicit transaction.
 type DB interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults
 	Begin(ctx context.Context) (pgx.Tx, error)
 }
 

@@ -2,6 +2,7 @@ package pg
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -18,9 +19,15 @@ const DDLTimeout = 30 * time.Second
 // goroutine of its own, with a context detached from the callers'
 // cancellation and bounded by DDLTimeout. The zero value is ready to use.
 type Once[T any] struct {
-	mu    sync.Mutex
-	calls map[string]*call[T]
+	mu     sync.Mutex
+	calls  map[string]*call[T]
+	closed bool
+	runs   sync.WaitGroup
+	cancel map[*call[T]]context.CancelFunc
 }
+
+// errOnceClosed is what a Do after Close returns.
+var errOnceClosed = errors.New("pgtenant: closed")
 
 type call[T any] struct {
 	done    chan struct{} // closed when val and err are set
@@ -33,22 +40,30 @@ type call[T any] struct {
 // the run's result.
 func (o *Once[T]) Do(ctx context.Context, key string, fn func(ctx context.Context) (T, error)) (T, error) {
 	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		var zero T
+		return zero, errOnceClosed
+	}
 	if o.calls == nil {
 		o.calls = map[string]*call[T]{}
+		o.cancel = map[*call[T]]context.CancelFunc{}
 	}
 	c := o.calls[key]
 	if c == nil {
 		c = &call[T]{done: make(chan struct{})}
 		o.calls[key] = c
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), DDLTimeout)
-		go func() {
-			defer cancel()
+		o.cancel[c] = cancel
+		o.runs.Go(func() {
 			c.val, c.err = fn(wctx)
 			o.mu.Lock()
 			delete(o.calls, key)
+			delete(o.cancel, c)
 			o.mu.Unlock()
+			cancel()
 			close(c.done)
-		}()
+		})
 	}
 	c.callers++
 	o.mu.Unlock()
@@ -59,6 +74,18 @@ func (o *Once[T]) Do(ctx context.Context, key string, fn func(ctx context.Contex
 		var zero T
 		return zero, context.Cause(ctx)
 	}
+}
+
+// Close cancels the runs in progress and waits for them to end; later
+// calls of Do fail at once.
+func (o *Once[T]) Close() {
+	o.mu.Lock()
+	o.closed = true
+	for _, cancel := range o.cancel {
+		cancel()
+	}
+	o.mu.Unlock()
+	o.runs.Wait()
 }
 
 // callers returns how many calls have asked for the run in progress for

@@ -35,17 +35,23 @@ func IsAlreadyExists(err error) bool {
 	return false
 }
 
+// The statements of this package: an advisory lock for a transaction
+// ($1: the key) and a lock timeout for one ($1: the timeout).
+const (
+	LockSQL        = "SELECT pg_catalog.pg_advisory_xact_lock($1::pg_catalog.int8)"
+	LockTimeoutSQL = "SELECT pg_catalog.set_config('lock_timeout', $1::pg_catalog.text, true)"
+)
+
 // Lock takes the transaction-level advisory lock for key in tx.
 func Lock(ctx context.Context, tx pgx.Tx, key string) error {
-	_, err := tx.Exec(ctx, "SELECT pg_catalog.pg_advisory_xact_lock($1::pg_catalog.int8)", LockKey(key))
+	_, err := tx.Exec(ctx, LockSQL, LockKey(key))
 	return err
 }
 
 // SetLockTimeout bounds tx's waits for locks to d (set_config local to the
 // transaction, so nothing outlives it on a pooled connection).
 func SetLockTimeout(ctx context.Context, tx pgx.Tx, d time.Duration) error {
-	_, err := tx.Exec(ctx, "SELECT pg_catalog.set_config('lock_timeout', $1::pg_catalog.text, true)",
-		fmt.Sprintf("%dms", max(d.Milliseconds(), 1)))
+	_, err := tx.Exec(ctx, LockTimeoutSQL, fmt.Sprintf("%dms", max(d.Milliseconds(), 1)))
 	return err
 }
 

@@ -106,8 +106,17 @@ func benchCmd(o *options) *cobra.Command {
 				oi := *o
 				oi.isolation = iso
 				oi.table = "pgtenant_bench"
-				r, err := oi.routerOn(cmd.Context(), dsn)
+				f, err := oi.factory(dsn)
 				if err != nil {
+					return err
+				}
+				a, err := f.OpenAdmin(cmd.Context())
+				if err != nil {
+					return err
+				}
+				r, err := f.Open(cmd.Context())
+				if err != nil {
+					a.Close()
 					return err
 				}
 				maxTenants := slices.Max(tenantCounts)
@@ -117,12 +126,12 @@ func benchCmd(o *options) *cobra.Command {
 				}
 				if !keep {
 					defer func() {
-						// A Router of its own: the benchmark's closes first.
-						if rr, err := oi.routerOn(context.WithoutCancel(cmd.Context()), dsn); err == nil {
-							failed, _ := rr.DropMany(context.WithoutCancel(cmd.Context()), all, 4)
-							rr.Close()
-							if len(failed) > 0 {
-								fmt.Fprintf(o.stderr, "could not drop %d bench tenants (%s mode); drop them with pgtenant tenants drop\n", len(failed), iso)
+						// An Admin of its own: the benchmark's closes first.
+						if aa, err := oi.adminOn(context.WithoutCancel(cmd.Context()), dsn); err == nil {
+							res, _ := aa.DropMany(context.WithoutCancel(cmd.Context()), all, tenant.BatchOptions{})
+							aa.Close()
+							if len(res.Failed) > 0 {
+								fmt.Fprintf(o.stderr, "could not drop %d bench tenants (%s mode); drop them with pgtenant tenants drop\n", len(res.Failed), iso)
 							}
 						}
 					}()
@@ -130,8 +139,9 @@ func benchCmd(o *options) *cobra.Command {
 				for _, n := range tenantCounts {
 					ids := all[:n]
 					for _, id := range ids {
-						if err := r.Provision(cmd.Context(), id); err != nil {
+						if err := a.Provision(cmd.Context(), id); err != nil {
 							r.Close()
+							a.Close()
 							return err
 						}
 					}
@@ -140,6 +150,7 @@ func benchCmd(o *options) *cobra.Command {
 							res, err := benchOne(cmd.Context(), r, ids, size, conc, duration)
 							if err != nil {
 								r.Close()
+								a.Close()
 								return err
 							}
 							res.isolation = oi.isolation
@@ -149,6 +160,7 @@ func benchCmd(o *options) *cobra.Command {
 					}
 				}
 				r.Close()
+				a.Close()
 			}
 			_ = bar.Finish()
 			fmt.Fprintln(o.stderr)

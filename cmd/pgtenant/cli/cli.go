@@ -127,21 +127,21 @@ func (o *options) databaseURL() string {
 	return os.Getenv("DATABASE_URL")
 }
 
-// router opens a Router on the configured database.
-func (o *options) router(ctx context.Context) (*tenant.Router, error) {
+// admin opens an Admin on the configured database.
+func (o *options) admin(ctx context.Context) (*tenant.Admin, error) {
 	dsn := o.databaseURL()
 	if dsn == "" {
 		return nil, usageError{errors.New("no database: pass --dsn or set DATABASE_URL")}
 	}
-	return o.routerOn(ctx, dsn)
+	return o.adminOn(ctx, dsn)
 }
 
-func (o *options) routerOn(ctx context.Context, dsn string) (*tenant.Router, error) {
+func (o *options) adminOn(ctx context.Context, dsn string) (*tenant.Admin, error) {
 	f, err := o.factory(dsn)
 	if err != nil {
 		return nil, err
 	}
-	return f.OpenRouter(ctx)
+	return f.OpenAdmin(ctx)
 }
 
 // factory is the Factory the global flags describe, on dsn.
@@ -171,7 +171,7 @@ func tenantsCmd(o *options) *cobra.Command {
 	c.AddCommand(&cobra.Command{
 		Use: "list", Short: "List active tenants", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := o.router(cmd.Context())
+			r, err := o.admin(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -185,7 +185,7 @@ func tenantsCmd(o *options) *cobra.Command {
 	}, &cobra.Command{
 		Use: "provision ID...", Short: "Create tenants' storage (also after drop)", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, ids []string) error {
-			r, err := o.router(cmd.Context())
+			r, err := o.admin(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -201,12 +201,13 @@ func tenantsCmd(o *options) *cobra.Command {
 	}, &cobra.Command{
 		Use: "drop ID...", Short: "Offboard tenants: tombstone, then remove their data", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, ids []string) error {
-			r, err := o.router(cmd.Context())
+			r, err := o.admin(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			failed, err := r.DropMany(cmd.Context(), ids, 4)
+			res, err := r.DropMany(cmd.Context(), ids, tenant.BatchOptions{})
+			failed := res.Failed
 			for _, id := range ids {
 				if ferr, ok := failed[id]; ok {
 					fmt.Fprintf(o.stderr, "drop %s: %v\n", id, ferr)
@@ -222,7 +223,7 @@ func tenantsCmd(o *options) *cobra.Command {
 	}, &cobra.Command{
 		Use: "stats [ID]", Short: "Exact statistics of one tenant, or an overview of all", Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, ids []string) error {
-			r, err := o.router(cmd.Context())
+			r, err := o.admin(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -255,7 +256,7 @@ func tenantsCmd(o *options) *cobra.Command {
 }
 
 // where says where a tenant's data lives.
-func where(r *tenant.Router, id string) (string, error) {
+func where(r *tenant.Admin, id string) (string, error) {
 	loc, err := r.Locate(id)
 	if err != nil {
 		return "", err
@@ -272,7 +273,7 @@ var queueStates = []string{"incoming", "active", "deferred", "hold", "bounce", "
 
 // printStats prints exact statistics: bodies stored and their bytes, and,
 // for tenants with RetrySpool metadata, messages per queue state.
-func printStats(w io.Writer, r *tenant.Router, rows []tenant.Stats) error {
+func printStats(w io.Writer, r *tenant.Admin, rows []tenant.Stats) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "TENANT\tBODIES\tBODY BYTES\tQUEUED\tBY STATE\tSTORED IN")
 	for _, s := range rows {
@@ -298,7 +299,7 @@ func printStats(w io.Writer, r *tenant.Router, rows []tenant.Stats) error {
 // printOverview prints Overview's figures under names that say what they
 // are: in the per-tenant modes estimates and the table's size on disk, in
 // SharedTable exact counts and body bytes.
-func printOverview(w io.Writer, r *tenant.Router, rows []tenant.Stats) error {
+func printOverview(w io.Writer, r *tenant.Admin, rows []tenant.Stats) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	shared := len(rows) > 0
 	for _, s := range rows {
@@ -326,13 +327,13 @@ func migrateCmd(o *options) *cobra.Command {
 	c := &cobra.Command{
 		Use: "migrate", Short: "Bring every tenant's objects to the current schema version", Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := o.router(cmd.Context())
+			r, err := o.admin(cmd.Context())
 			if err != nil {
 				return err
 			}
 			defer r.Close()
 			var bar *progressbar.ProgressBar
-			res, err := r.MigrateAll(cmd.Context(), tenant.MigrateOptions{Concurrency: concurrency,
+			res, err := r.MigrateAll(cmd.Context(), tenant.BatchOptions{Concurrency: concurrency,
 				Progress: func(done, total int, _ string, _ error) {
 					if bar == nil {
 						bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(o.stderr),
@@ -367,7 +368,7 @@ func purgeCmd(o *options) *cobra.Command {
 			if olderThan <= 0 {
 				return usageError{errors.New("--older-than must be positive, e.g. 24h")}
 			}
-			r, err := o.router(cmd.Context())
+			r, err := o.admin(cmd.Context())
 			if err != nil {
 				return err
 			}

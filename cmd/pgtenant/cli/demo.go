@@ -73,12 +73,17 @@ func demoCmd(o *options) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			r, err := f.OpenRouter(ctx)
+			a, err := f.OpenAdmin(ctx)
+			if err != nil {
+				return err
+			}
+			defer a.Close()
+			r, err := f.Open(ctx)
 			if err != nil {
 				return err
 			}
 			defer r.Close()
-			return runDemo(ctx, o.stdout, f, r, tenants, messages)
+			return runDemo(ctx, o.stdout, f, a, r, tenants, messages)
 		},
 	}
 	c.Flags().IntVar(&tenants, "tenants", 4, "number of tenants")
@@ -113,7 +118,7 @@ type queue struct {
 	meta metastorage.Backend
 }
 
-func runDemo(ctx context.Context, out io.Writer, f *tenant.Factory, r *tenant.Router, tenants, messages int) (err error) {
+func runDemo(ctx context.Context, out io.Writer, f *tenant.Factory, a *tenant.Admin, r *tenant.Router, tenants, messages int) (err error) {
 	ids := make([]string, tenants)
 	for i := range ids {
 		ids[i] = fmt.Sprintf("demo-tenant-%02d", i+1)
@@ -121,7 +126,7 @@ func runDemo(ctx context.Context, out io.Writer, f *tenant.Factory, r *tenant.Ro
 	// Provision first: a tenant dropped by an earlier demo on the same
 	// database comes back, empty.
 	for _, id := range append(slices.Clone(ids), "demo-outsider") {
-		if err := r.Provision(ctx, id); err != nil {
+		if err := a.Provision(ctx, id); err != nil {
 			return err
 		}
 	}
@@ -207,16 +212,16 @@ func runDemo(ctx context.Context, out io.Writer, f *tenant.Factory, r *tenant.Ro
 		return err
 	}
 	fmt.Fprintf(out, "%d tenants x %d messages queued, taken, read back, half completed and half deferred in %v through one pool (%d connections)\n\n",
-		tenants, messages, time.Since(start).Round(time.Millisecond), r.PoolStats().MaxConns)
+		tenants, messages, time.Since(start).Round(time.Millisecond), a.PoolStats().MaxConns)
 	rows := make([]tenant.Stats, 0, len(ids))
 	for _, id := range ids {
-		st, err := r.Stats(ctx, id)
+		st, err := a.Stats(ctx, id)
 		if err != nil {
 			return err
 		}
 		rows = append(rows, st)
 	}
-	if err := printStats(out, r, rows); err != nil {
+	if err := printStats(out, a, rows); err != nil {
 		return err
 	}
 	// Isolation: every tenant stores the same message id; each reads only
@@ -246,9 +251,9 @@ func runDemo(ctx context.Context, out io.Writer, f *tenant.Factory, r *tenant.Ro
 	}
 	fmt.Fprintf(out, "\nisolation: ok (%d tenants stored message \"same-id\"; each read only its own; another tenant found none;"+
 		" %s's queue refused a write for %s)\n", tenants, ids[0], ids[1])
-	failed, err := r.DropMany(ctx, append(ids, "demo-outsider"), 4)
-	if err == nil && len(failed) > 0 {
-		err = fmt.Errorf("dropping demo tenants: %v", failed)
+	res, err := a.DropMany(ctx, append(ids, "demo-outsider"), tenant.BatchOptions{})
+	if err == nil && len(res.Failed) > 0 {
+		err = fmt.Errorf("dropping demo tenants: %v", res.Failed)
 	}
 	return err
 }

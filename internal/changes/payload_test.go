@@ -1,4 +1,4 @@
-package engine
+package changes
 
 import (
 	"slices"
@@ -34,5 +34,15 @@ func TestPayloadsRoundTrip(t *testing.T) {
 	}
 	if got, _ := ParsePayload("s/", "s/one"); !slices.Equal(got, []string{"one"}) {
 		t.Errorf("single id: %q", got)
+	}
+}
+
+func TestProbesAreNoStoresChanges(t *testing.T) {
+	// A probe's payload never parses as a change of any store: store keys
+	// never start with '!'.
+	for _, store := range []string{"schema-per-tenant:retryspool_data", "shared-table:public.x"} {
+		if _, ok := ParsePayload(store+"/", probePrefix+"0011 7"); ok {
+			t.Errorf("a probe parses as a change of store %q", store)
+		}
 	}
 }

@@ -1,0 +1,292 @@
+package tenant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/pgtenant/pgtenant/internal/pg"
+	"github.com/pgtenant/pgtenant/schema"
+)
+
+// Admin administers the tenants of a Factory's store: Provision, Drop,
+// DropMany, MigrateAll, Purge, Stats, Overview, List, Locate, PoolStats.
+// It shares the Factory's pool, tenant cache and change announcements with
+// the Factory's Routers and metadata backends (see Factory.OpenAdmin), so
+// a change it makes is seen by every backend on every host. It is safe
+// for concurrent use.
+type Admin struct {
+	h *handle
+}
+
+// Close releases the Admin; the last Router, metadata backend or Admin of
+// a Factory value closes the pool unless it came from WithPool. Close is
+// idempotent.
+func (a *Admin) Close() error {
+	a.h.close()
+	return nil
+}
+
+// open checks that the Admin is open and id is valid.
+func (a *Admin) open(id string) error {
+	if a.h.closed.Load() {
+		return ErrClosed
+	}
+	return Validate(id)
+}
+
+// Provision creates tenant id's objects if they are missing and marks it
+// active, also after Drop (the tenant comes back empty). It is idempotent.
+func (a *Admin) Provision(ctx context.Context, id string) (err error) {
+	defer func() { err = pg.ConnectionError(err) }()
+	if err := a.open(id); err != nil {
+		return err
+	}
+	c := a.h.core
+	if _, err = c.ensure(ctx, id, true); err == nil {
+		c.obs.log.InfoContext(ctx, "pgtenant: tenant provisioned", "tenant", id, "store", c.reg.Store())
+	}
+	return err
+}
+
+// Drop offboards tenant id: it writes a tombstone to the registry first, so
+// that from then on writes answer ErrTenantDeleted on every host, then
+// removes the tenant's objects (its rows, in SharedTable) in a transaction
+// of its own bounded by the lock timeout. If that second step fails the
+// tenant stays tombstoned and Drop can be called again. Every host's
+// cached views of the tenant are dropped (see MetaBackend).
+func (a *Admin) Drop(ctx context.Context, id string) (err error) {
+	defer func() { err = pg.ConnectionError(err) }()
+	if err := a.open(id); err != nil {
+		return err
+	}
+	c := a.h.core
+	if err = c.drop(ctx, id); err == nil {
+		c.obs.log.InfoContext(ctx, "pgtenant: tenant dropped", "tenant", id, "store", c.reg.Store())
+	} else {
+		c.obs.log.WarnContext(ctx, "pgtenant: dropping tenant failed", "tenant", id, "err", err)
+	}
+	return err
+}
+
+// BatchOptions tune the calls over many tenants, DropMany and MigrateAll.
+type BatchOptions struct {
+	// Concurrency is the number of tenants worked on at once (default 4).
+	Concurrency int
+	// Progress, if not nil, is called after each tenant, from the worker
+	// goroutines one at a time, with the counts so far and the tenant's
+	// result.
+	Progress func(done, total int, id string, err error)
+}
+
+// DropResult counts what DropMany did.
+type DropResult struct {
+	// Dropped tenants are gone (or were never there).
+	Dropped int
+	// Failed tenants are listed with their errors; see Drop.
+	Failed map[string]error
+}
+
+// DropMany drops the tenants ids, each with Drop: one tenant per
+// transaction, so that dropping thousands never needs more locks than one
+// tenant's objects (max_locks_per_transaction). It returns ctx's error if
+// it was cancelled: tenants not reached are untouched and tenants in
+// flight finish.
+func (a *Admin) DropMany(ctx context.Context, ids []string, opts BatchOptions) (DropResult, error) {
+	res := DropResult{Failed: map[string]error{}}
+	done := 0
+	forEachTenant(ctx, ids, opts.Concurrency,
+		func(id string) error { return a.Drop(context.WithoutCancel(ctx), id) },
+		func(id string, err error) {
+			if err != nil {
+				res.Failed[id] = err
+			} else {
+				res.Dropped++
+			}
+			done++
+			if opts.Progress != nil {
+				opts.Progress(done, len(ids), id, err)
+			}
+		})
+	return res, ctx.Err()
+}
+
+// List returns the ids of the active tenants of the store, in ascending
+// order, from the registry.
+func (a *Admin) List(ctx context.Context) (_ []string, err error) {
+	defer func() { err = pg.ConnectionError(err) }()
+	if a.h.closed.Load() {
+		return nil, ErrClosed
+	}
+	return a.h.core.reg.List(ctx)
+}
+
+// Location says where one tenant's data lives.
+type Location struct {
+	// Mode is the tenant's isolation mode.
+	Mode Isolation
+	// Table, Chunks and Meta are the tenant's message table, its chunk
+	// table and its metadata table (Sanitize quotes them for SQL).
+	Table, Chunks, Meta schema.Table
+	// Partition is the value of the tenant_id column that selects the
+	// tenant's rows in shared tables; empty in the per-tenant modes.
+	Partition string
+}
+
+// Locate returns where tenant id's data lives, as the store's layout
+// places it. It validates id and runs no SQL.
+func (a *Admin) Locate(id string) (Location, error) {
+	if err := Validate(id); err != nil {
+		return Location{}, err
+	}
+	p, err := a.h.core.reg.Layout().Place(id)
+	if err != nil {
+		return Location{}, err
+	}
+	return Location{Mode: p.Mode, Table: p.Table, Chunks: p.Table.Chunks(), Meta: p.Table.Meta(), Partition: p.Partition}, nil
+}
+
+// PoolStats counts the connections of the Factory's pool, and what the
+// change listener and the queue-state views do.
+type PoolStats struct {
+	// MaxConns is the most the pool opens.
+	MaxConns int32
+	// TotalConns are open now: AcquiredConns in use, IdleConns idle.
+	TotalConns, AcquiredConns, IdleConns int32
+	// Groups is the number of connection groups with tenant affinity
+	// (see Factory.WithConnectionAffinity); 1 without.
+	Groups int
+	// Escapes counts statements that waited 100 ms at their tenant's
+	// groups and then ran on another group's free connection.
+	Escapes int64
+	// Listening is true while the change listener hears its own probes:
+	// only then are queue states scanned from memory.
+	Listening bool
+	// ListenSessions counts the listener's connections so far.
+	ListenSessions int64
+	// ViewTenants and ViewBytes are what the queue-state views hold.
+	ViewTenants int
+	ViewBytes   int64
+}
+
+// PoolStats returns the counts of the shared pool's connections.
+func (a *Admin) PoolStats() PoolStats {
+	c := a.h.core
+	s := c.conns.stat()
+	groups := 1
+	if g := c.conns.groups; g != nil {
+		groups = g.Groups()
+	}
+	v := c.hub.ViewStats()
+	return PoolStats{MaxConns: s.MaxConns, TotalConns: s.TotalConns, AcquiredConns: s.AcquiredConns, IdleConns: s.IdleConns,
+		Groups: groups, Escapes: s.Escapes, Listening: v.Trusted, ListenSessions: c.hub.Sessions(),
+		ViewTenants: v.Tenants, ViewBytes: v.Bytes}
+}
+
+// Stats describes one tenant's messages.
+type Stats struct {
+	// Tenant is the tenant id.
+	Tenant string
+	// Messages is the number of messages (exact in Stats, the planner's
+	// estimate in Overview for the per-tenant modes).
+	Messages int64
+	// Bytes is the sum of message sizes (Stats, and Overview in
+	// SharedTable) or the disk size of the tenant's message table with its
+	// indexes and TOAST (Overview in the per-tenant modes).
+	Bytes int64
+	// Oldest and Newest are the earliest and latest creation times; zero in
+	// Overview and when there are no messages.
+	Oldest, Newest time.Time
+	// Queued is the number of messages with RetrySpool metadata (see
+	// Factory.Meta): exact in Stats and, in SharedTable, in Overview; the
+	// planner's estimate in Overview for the per-tenant modes.
+	Queued int64
+	// States counts the messages with metadata by queue state name
+	// ("incoming", "active", "deferred", ...), in Stats only; states
+	// without messages are left out.
+	States map[string]int64
+}
+
+// Stats counts tenant id's messages exactly. A tenant without storage has
+// zero messages.
+func (a *Admin) Stats(ctx context.Context, id string) (_ Stats, err error) {
+	defer func() { err = pg.ConnectionError(err) }()
+	if err := a.open(id); err != nil {
+		return Stats{}, err
+	}
+	e, err := a.h.core.reading(ctx, id)
+	if err != nil {
+		return Stats{}, err
+	}
+	st, err := e.data.Stats(ctx)
+	if errors.Is(err, pg.ErrTableMissing) {
+		return Stats{Tenant: id}, nil
+	}
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats of tenant %q: %w", id, err)
+	}
+	out := Stats{Tenant: id, Messages: st.Messages, Bytes: st.Bytes, Oldest: st.Oldest, Newest: st.Newest}
+	counts, err := e.meta.Counts(ctx)
+	if err != nil {
+		return Stats{}, fmt.Errorf("stats of tenant %q: %w", id, err)
+	}
+	if len(counts) > 0 {
+		out.States = map[string]int64{}
+		for state, n := range counts {
+			out.States[state.String()] += n
+			out.Queued += n
+		}
+	}
+	return out, nil
+}
+
+// Overview returns cheap statistics for every active tenant, in tenant id
+// order: in the per-tenant modes from the catalog (the planner's row
+// estimate, which is -1 or 0 until the table was first vacuumed or
+// analyzed, and the table's disk size), in SharedTable from one grouped
+// scan of the shared table.
+func (a *Admin) Overview(ctx context.Context) (_ []Stats, err error) {
+	defer func() { err = pg.ConnectionError(err) }()
+	if a.h.closed.Load() {
+		return nil, ErrClosed
+	}
+	usage, err := a.h.core.reg.Overview(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Stats, len(usage))
+	for i, u := range usage {
+		out[i] = Stats{Tenant: u.ID, Messages: u.Messages, Bytes: u.Bytes, Queued: u.Queued}
+	}
+	return out, nil
+}
+
+// Purge deletes tenant id's messages not updated for olderThan, bodies
+// and metadata alike, in batches of 1 000 per statement, and returns how
+// many bodies it deleted. Every host's cached views of the tenant are
+// dropped, also after a partial purge.
+func (a *Admin) Purge(ctx context.Context, id string, olderThan time.Duration) (_ int64, err error) {
+	defer func() { err = pg.ConnectionError(err) }()
+	if err := a.open(id); err != nil {
+		return 0, err
+	}
+	c := a.h.core
+	e, err := c.reading(ctx, id)
+	if err != nil {
+		return 0, err
+	}
+	before := time.Now().Add(-olderThan)
+	defer c.hub.Changed(id)
+	n, err := e.data.Purge(ctx, before)
+	if errors.Is(err, pg.ErrTableMissing) {
+		return n, nil
+	}
+	if err != nil {
+		return n, err
+	}
+	if _, err := e.meta.Purge(ctx, before); err != nil && !errors.Is(err, pg.ErrTableMissing) {
+		return n, err
+	}
+	return n, nil
+}
