@@ -163,6 +163,11 @@ type PoolStats struct {
 	// Listening is true while the change listener hears its own probes:
 	// only then are queue states scanned from memory.
 	Listening bool
+	// ListenerDeaf is true when the listener's last connection never
+	// heard one of its probes: notifications do not reach it (a
+	// transaction pooler such as PgBouncer in between, most likely; see
+	// Factory.WithListenDSN), and every scan reads the database.
+	ListenerDeaf bool
 	// ListenSessions counts the listener's connections so far.
 	ListenSessions int64
 	// ViewTenants and ViewBytes are what the queue-state views hold.
@@ -180,7 +185,7 @@ func (a *Admin) PoolStats() PoolStats {
 	}
 	v := c.hub.ViewStats()
 	return PoolStats{MaxConns: s.MaxConns, TotalConns: s.TotalConns, AcquiredConns: s.AcquiredConns, IdleConns: s.IdleConns,
-		Groups: groups, Escapes: s.Escapes, Listening: v.Trusted, ListenSessions: c.hub.Sessions(),
+		Groups: groups, Escapes: s.Escapes, Listening: v.Trusted, ListenerDeaf: c.hub.Deaf(), ListenSessions: c.hub.Sessions(),
 		ViewTenants: v.Tenants, ViewBytes: v.Bytes}
 }
 

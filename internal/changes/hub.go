@@ -2,6 +2,8 @@ package changes
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -34,6 +36,7 @@ type Config struct {
 type Hub struct {
 	cfg    Config
 	prefix string
+	token  string // this Hub's, in its announcements and probes
 	log    *slog.Logger
 	views  *views
 	notify *notifier
@@ -42,6 +45,7 @@ type Hub struct {
 	cancel    context.CancelFunc
 	done      sync.WaitGroup
 	sessions  atomic.Int64 // listening connections opened
+	deaf      atomic.Bool  // the last session never heard a probe
 }
 
 // New returns a Hub; it listens once Start is called.
@@ -50,8 +54,10 @@ func New(cfg Config) *Hub {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	h := &Hub{cfg: cfg, prefix: cfg.Store + "/", log: log, views: newViews(cfg.Tenants, cfg.Bytes)}
-	h.notify = newNotifier(cfg.Notify, h.prefix, func(err error) {
+	var token [8]byte
+	_, _ = rand.Read(token[:])
+	h := &Hub{cfg: cfg, prefix: cfg.Store + "/", token: hex.EncodeToString(token[:]), log: log, views: newViews(cfg.Tenants, cfg.Bytes)}
+	h.notify = newNotifier(cfg.Notify, h.prefix, h.token, func(err error) {
 		log.Warn("pgtenant: a change announcement failed; other hosts see the change within "+MaxAge.String(), "err", err)
 	})
 	return h
@@ -78,6 +84,11 @@ func (h *Hub) Start() {
 // Trusted reports whether the views are trusted now: the listener hears
 // its probes.
 func (h *Hub) Trusted() bool { return h.views.trusted.Load() }
+
+// Deaf reports whether the last listening connection never heard one of
+// its probes: notifications do not reach it (a transaction pooler in
+// between, most likely), and no view is trusted until one does.
+func (h *Hub) Deaf() bool { return h.deaf.Load() }
 
 // Sessions returns how many listening connections were opened so far.
 func (h *Hub) Sessions() int64 { return h.sessions.Load() }

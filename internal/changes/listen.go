@@ -2,8 +2,6 @@ package changes
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"strconv"
 	"strings"
@@ -68,6 +66,7 @@ func (h *Hub) listen(ctx context.Context) {
 		case worked:
 			h.log.WarnContext(ctx, "pgtenant: the change listener lost its connection; metadata scans read the database until it is back", "err", err)
 		case deaf:
+			h.deaf.Store(true)
 			if !warnedDeaf {
 				warnedDeaf = true
 				h.log.WarnContext(ctx, "pgtenant: change notifications do not arrive on the listening connection "+
@@ -106,9 +105,7 @@ func (h *Hub) session(ctx context.Context) (outcome, error) {
 	if _, err := conn.Exec(ctx, "LISTEN "+Channel); err != nil {
 		return failed, err
 	}
-	var token [8]byte
-	_, _ = rand.Read(token[:])
-	probe := probePrefix + hex.EncodeToString(token[:]) + " "
+	probe := probePrefix + h.token + " "
 
 	sctx, stop := context.WithCancelCause(ctx)
 	defer stop(nil)
@@ -144,11 +141,12 @@ func (h *Hub) session(ctx context.Context) (outcome, error) {
 			}
 			if k == sent.Load() {
 				ever.Store(true)
+				h.deaf.Store(false)
 				h.trust()
 			}
 			continue
 		}
-		if ids, ok := ParsePayload(h.prefix, n.Payload); ok {
+		if ids, from, ok := ParsePayload(h.prefix, n.Payload); ok && from != h.token {
 			for _, id := range ids {
 				h.views.changed(id)
 			}

@@ -36,6 +36,7 @@ const notifyTimeout = 5 * time.Second
 type notifier struct {
 	db      pg.DB
 	prefix  string
+	token   string
 	onError func(error)
 
 	mu      sync.Mutex
@@ -46,8 +47,8 @@ type notifier struct {
 	done    sync.WaitGroup
 }
 
-func newNotifier(db pg.DB, prefix string, onError func(error)) *notifier {
-	return &notifier{db: db, prefix: prefix, onError: onError, pending: map[string]struct{}{}, stop: make(chan struct{})}
+func newNotifier(db pg.DB, prefix, token string, onError func(error)) *notifier {
+	return &notifier{db: db, prefix: prefix, token: token, onError: onError, pending: map[string]struct{}{}, stop: make(chan struct{})}
 }
 
 // changed queues an announcement that tenant id changed; it does not wait.
@@ -86,7 +87,7 @@ func (n *notifier) run() {
 		clear(n.pending)
 		n.mu.Unlock()
 		slices.Sort(ids)
-		for _, payload := range Payloads(n.prefix, ids) {
+		for _, payload := range Payloads(n.prefix, n.token, ids) {
 			if err := send(n.db, payload); err != nil && n.onError != nil {
 				n.onError(err)
 			}

@@ -15,16 +15,24 @@ const MaxPayload = 7900
 // store's key, which never starts with '!'.
 const probePrefix = "!probe "
 
-// Payloads packs ids into payloads of at most MaxPayload bytes, each
-// prefix followed by ids separated by newlines (a tenant id holds none).
-func Payloads(prefix string, ids []string) []string {
+// fromPrefix starts the last line of a change payload: the sending
+// Hub's token, so that a Hub skips the echo of its own changes (it
+// dropped its views when it made them). Hosts of earlier releases take it
+// for a tenant id, which no tenant id can be.
+const fromPrefix = "!from "
+
+// Payloads packs ids into payloads of at most MaxPayload bytes: prefix,
+// then ids separated by newlines (a tenant id holds none), then a line
+// with the sender's token.
+func Payloads(prefix, token string, ids []string) []string {
 	var (
 		out []string
 		b   strings.Builder
 	)
+	from := "\n" + fromPrefix + token
 	for _, id := range ids {
-		if b.Len() > 0 && b.Len()+1+len(id) > MaxPayload {
-			out = append(out, b.String())
+		if b.Len() > 0 && b.Len()+1+len(id)+len(from) > MaxPayload {
+			out = append(out, b.String()+from)
 			b.Reset()
 		}
 		if b.Len() == 0 {
@@ -35,17 +43,22 @@ func Payloads(prefix string, ids []string) []string {
 		b.WriteString(id)
 	}
 	if b.Len() > 0 {
-		out = append(out, b.String())
+		out = append(out, b.String()+from)
 	}
 	return out
 }
 
-// ParsePayload returns the tenant ids of a payload with prefix, and
-// whether it had that prefix.
-func ParsePayload(prefix, payload string) ([]string, bool) {
+// ParsePayload returns the tenant ids and the sender's token (empty from
+// an earlier release) of a payload with prefix, and whether it had that
+// prefix.
+func ParsePayload(prefix, payload string) (ids []string, token string, ok bool) {
 	rest, ok := strings.CutPrefix(payload, prefix)
 	if !ok {
-		return nil, false
+		return nil, "", false
 	}
-	return strings.Split(rest, "\n"), true
+	ids = strings.Split(rest, "\n")
+	if last := ids[len(ids)-1]; strings.HasPrefix(last, fromPrefix) {
+		token, ids = strings.TrimPrefix(last, fromPrefix), ids[:len(ids)-1]
+	}
+	return ids, token, true
 }
