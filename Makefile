@@ -1,5 +1,7 @@
 # pgtenant: `make test` prepares Docker and a PostgreSQL image (see
-# scripts/ensure-postgres.sh), then vets and runs every test with -race;
+# scripts/ensure-postgres.sh), starts a server for the package tests
+# (scripts/test-server.sh, PGTENANT_TEST_DSN), then vets and runs every
+# test with -race;
 # `make demo` prepares the same and runs `pgtenant demo` (see README).
 #
 # Packages are tested one at a time (-p 1): the integration package's
@@ -20,6 +22,9 @@ export PGTENANT_REQUIRE_DOCKER ?= 1
 
 GO ?= go
 ENSURE ?= scripts/ensure-postgres.sh
+# The server of the package tests and Examples (the integration suite
+# starts containers of its own).
+TEST_SERVER ?= scripts/test-server.sh
 SETUP_LOG ?= /tmp/pgtenant-setup.log
 BENCH ?= .
 BENCHTIME ?= 3s
@@ -33,6 +38,8 @@ test:
 	PGTENANT_POSTGRES_IMAGE=$$($(ENSURE)); export PGTENANT_POSTGRES_IMAGE; \
 	PGTENANT_PGBOUNCER_IMAGE=$$($(ENSURE) --pgbouncer); export PGTENANT_PGBOUNCER_IMAGE; \
 	echo "using images $$PGTENANT_POSTGRES_IMAGE (server), $$PGTENANT_PGBOUNCER_IMAGE (PgBouncer)"; \
+	trap '$(TEST_SERVER) stop' EXIT; \
+	PGTENANT_TEST_DSN=$$($(TEST_SERVER) start "$$PGTENANT_POSTGRES_IMAGE"); export PGTENANT_TEST_DSN; \
 	$(GO) vet ./...; \
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }; \
 	[ "$$PGTENANT_REQUIRE_DOCKER" = 1 ] || echo "WARNING: PGTENANT_REQUIRE_DOCKER=$$PGTENANT_REQUIRE_DOCKER: integration tests that cannot start PostgreSQL are SKIPPED, not failed"; \

@@ -146,6 +146,7 @@ type Backend struct {
 	ownPool   bool
 	closed    atomic.Bool
 	closeOnce sync.Once
+	streams   engine.Tracker
 }
 
 var _ datastorage.Backend = (*Backend)(nil)
@@ -157,7 +158,10 @@ func (b *Backend) StoreData(ctx context.Context, messageID string, data io.Reade
 	if b.closed.Load() {
 		return 0, ErrClosed
 	}
-	return b.store.StoreFrom(ctx, messageID, data)
+	sctx, done := b.streams.Track(ctx)
+	defer done()
+	n, err := b.store.StoreFrom(sctx, messageID, data)
+	return n, engine.ClosedErr(sctx, err)
 }
 
 // GetDataReader returns a reader over the body stored under messageID, or
@@ -167,7 +171,13 @@ func (b *Backend) GetDataReader(ctx context.Context, messageID string) (io.ReadC
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	return b.store.Reader(ctx, messageID)
+	sctx, done := b.streams.Track(ctx)
+	rc, err := b.store.Reader(sctx, messageID)
+	if err != nil {
+		done()
+		return nil, engine.ClosedErr(sctx, err)
+	}
+	return &engine.TrackedReader{ReadCloser: rc, Ctx: sctx, Done: done}, nil
 }
 
 // GetDataWriter returns a writer that stores its body under messageID when
@@ -176,11 +186,31 @@ func (b *Backend) GetDataWriter(ctx context.Context, messageID string) (io.Write
 	if b.closed.Load() {
 		return nil, ErrClosed
 	}
-	w, err := b.store.Writer(ctx, messageID)
+	sctx, done := b.streams.Track(ctx)
+	w, err := b.store.Writer(sctx, messageID)
 	if err != nil {
+		done()
 		return nil, err
 	}
-	return w, nil
+	return &trackedWriter{StreamWriter: w, ctx: sctx, done: done}, nil
+}
+
+// trackedWriter ends its tracking on Close.
+type trackedWriter struct {
+	*engine.StreamWriter
+	ctx  context.Context
+	done func()
+	once sync.Once
+}
+
+func (w *trackedWriter) Write(p []byte) (int, error) {
+	n, err := w.StreamWriter.Write(p)
+	return n, engine.ClosedErr(w.ctx, err)
+}
+
+func (w *trackedWriter) Close() error {
+	defer w.once.Do(w.done)
+	return engine.ClosedErr(w.ctx, w.StreamWriter.Close())
 }
 
 // DeleteData removes the body stored under messageID, or returns an error
@@ -196,10 +226,15 @@ func (b *Backend) DeleteData(ctx context.Context, messageID string) error {
 // own.
 func (b *Backend) Pool() *pgxpool.Pool { return b.pool }
 
-// Close closes the pool if the Backend opened it. It is idempotent.
+// Close ends the readers and writers still open and StoreData calls in
+// flight (their transactions roll back: the old version of a message being
+// written stays; their next Read, Write or Close fails with ErrClosed),
+// then closes the pool if the Backend opened it. It returns within the
+// time a rollback takes, as tenant.Router.Close does. It is idempotent.
 func (b *Backend) Close() error {
 	b.closeOnce.Do(func() {
 		b.closed.Store(true)
+		b.streams.Close()
 		if b.ownPool {
 			b.pool.Close()
 		}

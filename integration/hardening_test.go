@@ -19,7 +19,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/integration/conformance"
-	"github.com/pgtenant/pgtenant/internal/engine"
 	"github.com/pgtenant/pgtenant/internal/pgtest"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
@@ -388,57 +387,77 @@ func TestRouterCloseWithOpenStreams(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
-		r := rb.router(t)
-		bg := context.Background()
-		ctx := tenant.WithTenant(bg, "streams")
-		if _, err := r.StoreData(ctx, "big", bodyReader(1, 3*chunk)); err != nil {
-			t.Fatal(err)
-		}
-		reader, err := r.GetDataReader(ctx, "big")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := reader.Read(make([]byte, 100)); err != nil {
-			t.Fatal(err)
-		}
-		writer, err := r.GetDataWriter(ctx, "big")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if _, err := io.Copy(writer, bodyReader(2, 2*chunk)); err != nil {
-			t.Fatal(err)
-		}
-		closed := make(chan error, 1)
-		go func() { closed <- r.Close() }()
-		select {
-		case err := <-closed:
-			if err != nil {
-				t.Fatal(err)
-			}
-		case <-time.After(20 * time.Second):
-			_ = reader.Close() // let Close finish, then fail
-			_ = writer.Close()
-			<-closed
-			t.Fatal("Close did not return within 20 s with streams open")
-		}
-		if _, err := io.ReadAll(reader); !errors.Is(err, tenant.ErrClosed) {
-			t.Errorf("Read after Close = %v, want ErrClosed", err)
-		}
-		if _, err := writer.Write([]byte("more")); !errors.Is(err, tenant.ErrClosed) {
-			t.Errorf("Write after Close = %v, want ErrClosed", err)
-		}
-		if err := writer.Close(); !errors.Is(err, tenant.ErrClosed) {
-			t.Errorf("writer Close after Close = %v, want ErrClosed", err)
-		}
-		_ = reader.Close()
-		other, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(1, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer other.Close()
-		mustMatch(t, other, ctx, "big", 1, 3*chunk)
+		ctx := tenant.WithTenant(context.Background(), "streams")
+		closeEndsStreams(t, rb.router(t), ctx, func() datastorage.Backend {
+			return newHost(t, tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(1, 0))
+		})
 		waitFor(t, "the closed Router's connections to go", func() bool { return rb.serverConns(t) <= 1 })
 	})
+}
+
+// TestBackendCloseWithOpenStreams is TestRouterCloseWithOpenStreams for
+// the single-table backend: its Close ends open streams too, instead of
+// waiting for them.
+func TestBackendCloseWithOpenStreams(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	open := func() datastorage.Backend {
+		b, err := backend.NewFactory(dsn).WithTableName("closing").Create()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = b.Close() })
+		return b
+	}
+	closeEndsStreams(t, open(), context.Background(), open)
+}
+
+// closeEndsStreams stores a large body in b, opens a reader and a writer
+// on it, and closes b: Close returns at once, the streams fail with
+// ErrClosed, and another backend (reopen) reads the old body intact.
+func closeEndsStreams(t *testing.T, b datastorage.Backend, ctx context.Context, reopen func() datastorage.Backend) {
+	t.Helper()
+	if _, err := b.StoreData(ctx, "big", bodyReader(1, 3*chunk)); err != nil {
+		t.Fatal(err)
+	}
+	reader, err := b.GetDataReader(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reader.Read(make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	writer, err := b.GetDataWriter(ctx, "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(writer, bodyReader(2, 2*chunk)); err != nil {
+		t.Fatal(err)
+	}
+	closed := make(chan error, 1)
+	go func() { closed <- b.Close() }()
+	select {
+	case err := <-closed:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		_ = reader.Close() // let Close finish, then fail
+		_ = writer.Close()
+		<-closed
+		t.Fatal("Close did not return within 20 s with streams open")
+	}
+	if _, err := io.ReadAll(reader); !errors.Is(err, tenant.ErrClosed) {
+		t.Errorf("Read after Close = %v, want ErrClosed", err)
+	}
+	if _, err := writer.Write([]byte("more")); !errors.Is(err, tenant.ErrClosed) {
+		t.Errorf("Write after Close = %v, want ErrClosed", err)
+	}
+	if err := writer.Close(); !errors.Is(err, tenant.ErrClosed) {
+		t.Errorf("writer Close after Close = %v, want ErrClosed", err)
+	}
+	_ = reader.Close()
+	mustMatch(t, reopen(), ctx, "big", 1, 3*chunk)
 }
 
 // TestQuotaExact writes from 32 goroutines at once, on one host and on two,
@@ -560,34 +579,6 @@ func TestCancelledStreamingReadReturnsContextError(t *testing.T) {
 			_, err = io.Copy(io.Discard, r)
 			if !errors.Is(err, context.Canceled) || errors.Is(err, tenant.ErrClosed) {
 				t.Fatalf("read after cancel = %v, want context.Canceled", err)
-			}
-		})
-	}
-}
-
-// TestReaderContextEndsBeforeItIsWatched ends a reader's context between
-// its chunk scan and the moment the reader starts watching the context (a
-// hook), so the context's callback runs at once beside the reader's own
-// set-up: with -race this was a data race. The read then fails with the
-// context's error.
-func TestReaderContextEndsBeforeItIsWatched(t *testing.T) {
-	t.Parallel()
-	for _, c := range streamBackends(t, backend.DefaultMaxMessageSize) {
-		t.Run(c.name, func(t *testing.T) {
-			if _, err := c.b.StoreData(c.ctx, "big", bodyReader(1, 2*chunk+1)); err != nil {
-				t.Fatal(err)
-			}
-			for range 20 {
-				ctx, cancel := context.WithCancel(c.ctx)
-				r, err := c.b.GetDataReader(engine.WithChunkScanHooks(ctx, nil, cancel), "big")
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, err = io.Copy(io.Discard, r)
-				_ = r.Close()
-				if !errors.Is(err, context.Canceled) {
-					t.Fatalf("read with its context ended = %v, want context.Canceled", err)
-				}
 			}
 		})
 	}

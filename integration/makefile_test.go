@@ -27,13 +27,19 @@ func TestMakefileStopsOnFailedSetup(t *testing.T) {
 	}
 	failing := write("ensure-fails", "echo 'ensure-postgres: image nc-nonexistent:1 is neither present nor pullable' >&2\nexit 1\n")
 	working := write("ensure-works", "echo 'ensure-postgres: noise for the log' >&2\necho example/postgres:1\n")
+	server := write("test-server", "echo postgres://fake/db\n")
+	failingServer := write("test-server-fails", "[ \"$1\" = stop ] && exit 0\necho 'test-server: the server did not become ready within 60 s' >&2\nexit 1\n")
 	marker := filepath.Join(dir, "go-ran")
 	fakeGo := write("go", "echo \"$@\" >> "+marker+"\n")
 	for _, target := range []string{"test", "demo", "bench"} {
-		run := func(ensure string) (string, error) {
+		run := func(ensure string, testServer ...string) (string, error) {
 			os.Remove(marker)
+			srv := server
+			if len(testServer) > 0 {
+				srv = testServer[0]
+			}
 			cmd := exec.Command("make", "--no-print-directory", "-C", "..", target,
-				"ENSURE="+ensure, "GO="+fakeGo, "SETUP_LOG="+filepath.Join(dir, "setup.log"))
+				"ENSURE="+ensure, "GO="+fakeGo, "TEST_SERVER="+srv, "SETUP_LOG="+filepath.Join(dir, "setup.log"))
 			out, err := cmd.CombinedOutput()
 			return string(out), err
 		}
@@ -54,6 +60,16 @@ func TestMakefileStopsOnFailedSetup(t *testing.T) {
 		}
 		if _, err := os.Stat(marker); err != nil {
 			t.Errorf("make %s did not run go after a working set-up:\n%s", target, out)
+		}
+		if target == "test" {
+			// A test server that does not start stops make test too.
+			out, err := run(working, failingServer)
+			if err == nil || !strings.Contains(out, "did not become ready") {
+				t.Errorf("make test with a failing test server: %v\n%s", err, out)
+			}
+			if _, err := os.Stat(marker); err == nil {
+				t.Errorf("make test ran go after its test server failed:\n%s", out)
+			}
 		}
 		if target == "demo" {
 			// The set-up's chatter goes to the log, not the screen.

@@ -188,51 +188,6 @@ func TestStreaming256MiB(t *testing.T) {
 	}
 }
 
-// TestStreamingReaderSeesOneVersion replaces a large message at the one
-// moment that matters: after the reader has read the message row and
-// before it scans the pieces (a hook in the reader's transaction). The
-// reader's snapshot still returns the version it started with; under READ
-// COMMITTED the scan would find that version's pieces deleted.
-func TestStreamingReaderSeesOneVersion(t *testing.T) {
-	t.Parallel()
-	for _, c := range streamBackends(t, backend.DefaultMaxMessageSize) {
-		t.Run(c.name, func(t *testing.T) {
-			const size = 3*chunk + 11
-			if _, err := c.b.StoreData(c.ctx, "v", bodyReader(1, size)); err != nil {
-				t.Fatal(err)
-			}
-			replaced := 0
-			hooked := engine.WithChunkScanHooks(c.ctx, func() {
-				replaced++
-				if replaced == 1 { // a large body replaces it, committed now
-					if _, err := c.b.StoreData(c.ctx, "v", bodyReader(2, size+chunk)); err != nil {
-						t.Error(err)
-					}
-				}
-			}, nil)
-			r, err := c.b.GetDataReader(hooked, "v")
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
-			got, err := io.ReadAll(r)
-			if err != nil {
-				t.Fatalf("reading the version the reader started with: %v", err)
-			}
-			if replaced != 1 {
-				t.Fatalf("the hook ran %d times, want once", replaced)
-			}
-			want, _ := io.ReadAll(bodyReader(1, size))
-			if !bytes.Equal(got, want) {
-				t.Fatal("open reader returned bytes of another version")
-			}
-			mustMatch(t, c.b, c.ctx, "v", 2, size+chunk)
-			conformance.MustStore(t, c.b, c.ctx, "v", []byte("small again"))
-			conformance.MustRead(t, c.b, c.ctx, "v", []byte("small again"))
-		})
-	}
-}
-
 func TestStreamingCancelledWriteKeepsOld(t *testing.T) {
 	t.Parallel()
 	bb := setupBackend(t)

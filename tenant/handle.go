@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+
+	"github.com/pgtenant/pgtenant/internal/engine"
 )
 
 // handle is what a Router, a MetaBackend and an Admin each hold: the
@@ -18,60 +20,27 @@ type handle struct {
 	release   func()
 	closed    atomic.Bool
 	closeOnce sync.Once
-
-	mu      sync.Mutex
-	next    uint64
-	streams map[uint64]context.CancelCauseFunc // open streams, ended by Close
+	streams   engine.Tracker // open streams, ended by Close
 }
 
 // track returns a context for an operation that may outlast a quick call
 // (StoreData, a reader, a writer), which Close ends with ErrClosed, and the
 // function to call when the operation is over.
-func (h *handle) track(ctx context.Context) (context.Context, func()) {
-	sctx, cancel := context.WithCancelCause(ctx)
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.closed.Load() {
-		cancel(ErrClosed)
-		return sctx, func() {}
-	}
-	if h.streams == nil {
-		h.streams = map[uint64]context.CancelCauseFunc{}
-	}
-	h.next++
-	key := h.next
-	h.streams[key] = cancel
-	return sctx, func() {
-		h.mu.Lock()
-		delete(h.streams, key)
-		h.mu.Unlock()
-		cancel(nil)
-	}
-}
+func (h *handle) track(ctx context.Context) (context.Context, func()) { return h.streams.Track(ctx) }
 
 // close ends the handle's streams (their transactions roll back) and
 // gives its reference to the core back, once.
 func (h *handle) close() {
 	h.closeOnce.Do(func() {
-		h.mu.Lock()
 		h.closed.Store(true)
-		for _, cancel := range h.streams {
-			cancel(ErrClosed)
-		}
-		h.streams = nil
-		h.mu.Unlock()
+		h.streams.Close()
 		h.release()
 	})
 }
 
 // closedErr puts ErrClosed in the chain of an error caused by Close ending
 // the operation's context.
-func closedErr(ctx context.Context, err error) error {
-	if err != nil && !errors.Is(err, ErrClosed) && errors.Is(context.Cause(ctx), ErrClosed) {
-		return fmt.Errorf("%w: %w", ErrClosed, err)
-	}
-	return err
-}
+func closedErr(ctx context.Context, err error) error { return engine.ClosedErr(ctx, err) }
 
 // resolve finds and validates the call's tenant; no SQL runs before it.
 func (h *handle) resolve(ctx context.Context, messageID string) (string, error) {

@@ -349,9 +349,8 @@ func (s *Store) chunkReader(ctx context.Context, id string) (io.ReadCloser, erro
 		rollback(ctx, tx)
 		return NewBytesReader(data), nil
 	}
-	hooks, _ := ctx.Value(chunkScanKey{}).(chunkScanHooks)
-	if hooks.before != nil {
-		hooks.before()
+	if scanHook != nil {
+		scanHook(ctx, beforeScan)
 	}
 	v := s.call(id)
 	v.version = *version
@@ -360,8 +359,8 @@ func (s *Store) chunkReader(ctx context.Context, id string) (io.ReadCloser, erro
 		rollback(ctx, tx)
 		return nil, translate(err)
 	}
-	if hooks.after != nil {
-		hooks.after()
+	if scanHook != nil {
+		scanHook(ctx, afterScan)
 	}
 	r := &chunkReader{ctx: ctx, tx: tx, rows: rows, size: size}
 	// The callback may run at once, in its own goroutine, if ctx is done
@@ -387,18 +386,19 @@ func rollback(ctx context.Context, tx pgx.Tx) {
 	_ = tx.Rollback(rctx)
 }
 
-type chunkScanKey struct{}
+// scanHook, when not nil, is called by a chunked read between its read of
+// the message row and its scan of the pieces (beforeScan), inside the
+// reader's transaction, and once the scan has started, before the reader
+// watches its context (afterScan). Only tests set it, to change the
+// message or end the context at exactly those moments.
+var scanHook func(ctx context.Context, at scanStage)
 
-type chunkScanHooks struct{ before, after func() }
+type scanStage int
 
-// WithChunkScanHooks returns a context whose chunked reads call before
-// between reading the message row and scanning its pieces, inside the
-// reader's transaction, and after once the scan has started, before the
-// reader watches its context. Tests use them to change the message, or to
-// end the context, at exactly those moments. Either may be nil.
-func WithChunkScanHooks(ctx context.Context, before, after func()) context.Context {
-	return context.WithValue(ctx, chunkScanKey{}, chunkScanHooks{before, after})
-}
+const (
+	beforeScan scanStage = iota
+	afterScan
+)
 
 // chunkReader streams a chunked body; see Store.Reader.
 type chunkReader struct {

@@ -4,19 +4,16 @@ package pgtest
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"net/url"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pgtenant/pgtenant/internal/testdb"
 	"github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/modules/postgres"
 	"go.uber.org/goleak"
@@ -51,38 +48,23 @@ func AtExit(fn func()) {
 //
 //	func TestMain(m *testing.M) { pgtest.Main(m) }
 func Main(m *testing.M) {
-	os.Exit(run(m, false))
+	os.Exit(run(m))
 }
 
-// MainWithExamples is Main for a package whose Examples connect to
-// DATABASE_URL, as the README's code does: it points DATABASE_URL at a
-// database of their own in the container. Without a container (and
-// without PGTENANT_REQUIRE_DOCKER=1), the Examples are left out as the
-// tests are skipped:
-//
-//	func TestMain(m *testing.M) { pgtest.MainWithExamples(m) }
-func MainWithExamples(m *testing.M) {
-	os.Exit(run(m, true))
-}
-
-func run(m *testing.M, examples bool) int {
+func run(m *testing.M) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	err := start(ctx)
-	if err == nil && examples {
-		err = setExampleDatabase(ctx)
-	}
 	cancel()
 	if err != nil {
 		skipReason = "no PostgreSQL container (" + firstLine(err.Error()) + "); run `make test` to prepare Docker"
-		if os.Getenv("PGTENANT_REQUIRE_DOCKER") == "1" {
+		testdb.SetServer("", skipReason)
+		if testdb.Required() {
 			fmt.Fprintln(os.Stderr, "FAIL: PGTENANT_REQUIRE_DOCKER=1 but", skipReason)
 			return 1
 		}
 		fmt.Fprintln(os.Stderr, "skipping integration tests:", skipReason)
-		if examples && flag.Lookup("test.run").Value.String() == "" {
-			fmt.Fprintln(os.Stderr, "leaving out the Examples, which need PostgreSQL")
-			_ = flag.Set("test.run", "^(Test|Fuzz)")
-		}
+	} else {
+		testdb.SetServer(adminDSN, "")
 	}
 	code := m.Run()
 	exitMu.Lock()
@@ -93,6 +75,7 @@ func run(m *testing.M, examples bool) int {
 	if adminPool != nil {
 		adminPool.Close()
 	}
+	testdb.Close()
 	if container != nil {
 		if err := testcontainers.TerminateContainer(container); err != nil {
 			fmt.Fprintln(os.Stderr, "terminating container:", err)
@@ -133,35 +116,6 @@ func start(ctx context.Context) error {
 	return nil
 }
 
-// setExampleDatabase creates the database "examples" and points
-// DATABASE_URL at it, with an empty search_path.
-func setExampleDatabase(ctx context.Context) error {
-	conn, err := pgx.Connect(ctx, adminDSN)
-	if err != nil {
-		return err
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE DATABASE examples"); err != nil {
-		return err
-	}
-	dsn, err := databaseDSN("examples")
-	if err != nil {
-		return err
-	}
-	// search_path '' as in NewDatabase: the README's code works without one.
-	return os.Setenv("DATABASE_URL", dsn+"&search_path=")
-}
-
-// databaseDSN is the container's DSN for database name.
-func databaseDSN(name string) (string, error) {
-	u, err := url.Parse(adminDSN)
-	if err != nil {
-		return "", err
-	}
-	u.Path = "/" + name
-	return u.String(), nil
-}
-
 func firstLine(s string) string {
 	s, _, _ = strings.Cut(s, "\n")
 	if len(s) > 200 {
@@ -199,80 +153,24 @@ func admin(t testing.TB) *pgxpool.Pool {
 	return adminPool
 }
 
-var nonWord = regexp.MustCompile(`[^a-z0-9]+`)
-
 // ProcessDatabase creates an empty database named after name that lives
 // until the container is removed, and returns its DSN (search_path ”).
 func ProcessDatabase(t testing.TB, name string) string {
 	t.Helper()
-	return createDatabase(t, fmt.Sprintf("proc_%s_%d", nonWord.ReplaceAllString(name, "_"), dbCounter.Add(1)))
+	need(t)
+	return testdb.Keep(t, name)
 }
 
-// NewDatabase creates an empty database for t and returns its DSN. The DSN
-// sets search_path to ” so that any unqualified SQL fails. The database is
-// dropped when t passes and kept, with its name logged, when it fails.
+// NewDatabase creates an empty database for t and returns its DSN; see
+// testdb.New.
 func NewDatabase(t testing.TB) string {
 	t.Helper()
-	pool := admin(t)
-	name := nonWord.ReplaceAllString(strings.ToLower(t.Name()), "_")
-	if len(name) > 40 {
-		name = name[:40]
-	}
-	name = fmt.Sprintf("test_%s_%d", name, dbCounter.Add(1))
-	dsn := createDatabase(t, name)
-	ctx := context.Background()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("pgtest: kept database %s for debugging", name)
-			return
-		}
-		if _, err := pool.Exec(ctx, "DROP DATABASE "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("pgtest: dropping database %s: %v", name, err)
-		}
-	})
-	return dsn
+	need(t)
+	return testdb.New(t)
 }
 
-func createDatabase(t testing.TB, name string) string {
-	t.Helper()
-	pool := admin(t)
-	if _, err := pool.Exec(context.Background(), "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: creating database %s: %v", name, err)
-	}
-	dsn, err := databaseDSN(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u, err := url.Parse(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", "")
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-// NewPool opens a pool on dsn that is closed when t ends. Its connections
-// set search_path to ” in AfterConnect, so unqualified SQL fails. change,
-// if not nil, may adjust the configuration first.
+// NewPool opens a pool on dsn that is closed when t ends; see testdb.Pool.
 func NewPool(t testing.TB, dsn string, change func(*pgxpool.Config)) *pgxpool.Pool {
 	t.Helper()
-	cfg, err := pgxpool.ParseConfig(dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg.AfterConnect = func(ctx context.Context, c *pgx.Conn) error {
-		_, err := c.Exec(ctx, "SET search_path = ''")
-		return err
-	}
-	if change != nil {
-		change(cfg)
-	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	return pool
+	return testdb.Pool(t, dsn, change)
 }
