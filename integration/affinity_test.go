@@ -42,17 +42,10 @@ func TestAffinityFairness(t *testing.T) {
 	// ratio measures the victims on a Router of f, the flood on floodR, or
 	// on the victims' Router when floodR is nil.
 	ratio := func(t *testing.T, f *tenant.Factory, floodF *tenant.Factory) float64 {
-		r, err := openHost(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
+		r := newHost(t, f)
 		fr := r
 		if floodF != nil {
-			if fr, err = openHost(floodF); err != nil {
-				t.Fatal(err)
-			}
-			defer fr.Close()
+			fr = newHost(t, floodF)
 		}
 		ctx := context.Background()
 		for _, id := range append([]string{"flood"}, victims...) {

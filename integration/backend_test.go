@@ -66,11 +66,7 @@ func TestBackendTableNames(t *testing.T) {
 	ctx := context.Background()
 
 	t.Run("SchemaQualified", func(t *testing.T) {
-		b, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("queue.data").Create()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		b := newBackend(t, backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("queue.data"))
 		conformance.MustStore(t, b, ctx, "m", []byte("in queue.data"))
 		var n int
 		if err := bb.pool.QueryRow(ctx, `SELECT count(*) FROM "queue"."data"`).Scan(&n); err != nil || n != 1 {
@@ -104,11 +100,7 @@ func TestBackendTableNames(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		b, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("Legacy_Data").Create()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		b := newBackend(t, backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("Legacy_Data"))
 		conformance.MustRead(t, b, ctx, "old", []byte("legacy body"))
 		var created1, created2 string
 		_ = bb.pool.QueryRow(ctx, `SELECT created::text FROM public.legacy_data WHERE message_id = 'old'`).Scan(&created1)
@@ -124,11 +116,7 @@ func TestBackendTableNames(t *testing.T) {
 	})
 
 	t.Run("Layout", func(t *testing.T) {
-		b, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("layout_check").Create()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		newBackend(t, backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("layout_check"))
 		rows, err := bb.pool.Query(ctx, `SELECT column_name || ' ' || data_type || ' ' || is_nullable
 			FROM information_schema.columns WHERE table_schema = 'public' AND table_name = 'layout_check' ORDER BY ordinal_position`)
 		if err != nil {
@@ -210,11 +198,7 @@ func TestBackendRefusesTextModes(t *testing.T) {
 			t.Errorf("mode %v: Create = %v, want ErrTextMode", m, err)
 		}
 	}
-	b, err := bb.factory().WithExecMode(pgx.QueryExecModeCacheDescribe).Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newBackend(t, bb.factory().WithExecMode(pgx.QueryExecModeCacheDescribe))
 	conformance.MustStore(t, b, context.Background(), "d", []byte("describe mode"))
 	conformance.MustRead(t, b, context.Background(), "d", []byte("describe mode"))
 }
@@ -241,11 +225,7 @@ func TestBackendVanishedTable(t *testing.T) {
 	t.Parallel()
 	bb := setupBackend(t)
 	ctx := context.Background()
-	b, err := bb.factory().WithTableName("vanish").Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newBackend(t, bb.factory().WithTableName("vanish"))
 	conformance.MustStore(t, b, ctx, "m", []byte("x"))
 	if _, err := bb.pool.Exec(ctx, `DROP TABLE public.vanish`); err != nil {
 		t.Fatal(err)
@@ -260,11 +240,7 @@ func TestBackendStalePlanRetried(t *testing.T) {
 	bb := setupBackend(t)
 	ctx := context.Background()
 	pool := pgtest.NewPool(t, bb.dsn, func(c *pgxpool.Config) { c.MaxConns = 1 })
-	b, err := backend.NewFactory(bb.dsn).WithPool(pool).WithTableName("stale").Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newBackend(t, backend.NewFactory(bb.dsn).WithPool(pool).WithTableName("stale"))
 	conformance.MustStore(t, b, ctx, "m", []byte("body"))
 	conformance.MustRead(t, b, ctx, "m", []byte("body")) // prepares the SELECT on the only connection
 	// Changing the column's type changes the prepared SELECT's result type:

@@ -81,11 +81,7 @@ func TestCLITenantCommands(t *testing.T) {
 		t.Fatalf("migrate: %s", out)
 	}
 	// Two old messages and a fresh one: purge takes the old ones.
-	r, err := openHost(tenant.NewFactory(dsn).WithConnectionLimits(2, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, tenant.NewFactory(dsn).WithConnectionLimits(2, 0))
 	acme := tenant.WithTenant(context.Background(), "acme")
 	for _, id := range []string{"old-1", "old-2", "fresh"} {
 		conformance.MustStore(t, r, acme, id, []byte(id))

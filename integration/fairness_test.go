@@ -21,11 +21,7 @@ import (
 // noisy one floods the same router from 64 goroutines, and returns the quiet
 // tenant's p99 and p50 cycle latency.
 func quietP99(t testing.TB, f *tenant.Factory, cycles int) (p99, p50 time.Duration) {
-	r, err := openHost(f)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, f)
 	bg := context.Background()
 	noisy, quiet := tenant.WithTenant(bg, "noisy"), tenant.WithTenant(bg, "quiet")
 	body := bytes.Repeat([]byte("n"), 16<<10)
@@ -110,11 +106,7 @@ func TestTenantConcurrencyFairness(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.SchemaPerTenant)
 	tracer := newInFlight()
-	r, err := openHost(tenant.NewFactory(rb.dsn).WithConnectionLimits(8, 8).WithTenantConcurrency(4).WithQueryTracer(tracer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, tenant.NewFactory(rb.dsn).WithConnectionLimits(8, 8).WithTenantConcurrency(4).WithQueryTracer(tracer))
 	bg := context.Background()
 	noisy, quiet := tenant.WithTenant(bg, "noisy"), tenant.WithTenant(bg, "quiet")
 	for _, ctx := range []context.Context{noisy, quiet} {
@@ -163,12 +155,8 @@ func TestTenantConcurrencyFairness(t *testing.T) {
 func TestTenantConcurrencyWaitHonoursContext(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.SchemaPerTenant)
-	tracer := &countingTracer{}
-	r, err := openHost(tenant.NewFactory(rb.dsn).WithConnectionLimits(4, 0).WithTenantConcurrency(1).WithQueryTracer(tracer))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	tracer := &statementCounter{}
+	r := newHost(t, tenant.NewFactory(rb.dsn).WithConnectionLimits(4, 0).WithTenantConcurrency(1).WithQueryTracer(tracer))
 	bg := context.Background()
 	for _, id := range []string{"solo", "other"} {
 		if err := r.Provision(bg, id); err != nil {

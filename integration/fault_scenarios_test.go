@@ -110,11 +110,7 @@ func TestFaultSlowServer(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
-		r, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
+		r := newHost(t, tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0))
 		ctx := tenant.WithTenant(context.Background(), "slow")
 		if _, err := r.StoreData(ctx, "big", bodyReader(1, 3<<20)); err != nil {
 			t.Fatal(err)

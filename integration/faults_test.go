@@ -395,11 +395,7 @@ func newModeMux(t *testing.T, pool *pgxpool.Pool, perMode int) *modeMux {
 	t.Helper()
 	m := &modeMux{routers: map[string]*host{}, pool: pool}
 	for _, mode := range modes {
-		r, err := openHost(tenant.NewFactory("").WithPool(pool).WithIsolation(mode))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Close() })
+		r := newHost(t, tenant.NewFactory("").WithPool(pool).WithIsolation(mode))
 		m.routers[mode.String()] = r
 		for i := range perMode {
 			m.tenants = append(m.tenants, fmt.Sprintf("%s-%d", mode, i))

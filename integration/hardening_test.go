@@ -142,11 +142,7 @@ func TestSearchPathHijack(t *testing.T) {
 // functions would falsify: exact stats, quotas, purge times, migrations,
 // drops.
 func hijackAdministration(t *testing.T, f *tenant.Factory, mode schema.Isolation, id string) {
-	r, err := openHost(f.WithQuota(1<<20, 3))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, f.WithQuota(1<<20, 3))
 	bg := context.Background()
 	ctx := tenant.WithTenant(bg, id)
 	for i := range 3 {
@@ -190,16 +186,8 @@ func TestTombstoneHoldsWhenDropFails(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
-		hostA, err := openHost(rb.factory.WithLockTimeout(300 * time.Millisecond))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer hostA.Close()
-		hostB, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer hostB.Close()
+		hostA := newHost(t, rb.factory.WithLockTimeout(300*time.Millisecond))
+		hostB := newHost(t, tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0))
 		bg := context.Background()
 		ctx := tenant.WithTenant(bg, "leaving")
 		if _, err := hostA.StoreData(ctx, "big", bodyReader(1, 2*chunk+1)); err != nil {
@@ -282,11 +270,7 @@ func TestProvisionAfterFailedDropStartsEmpty(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
 			rb := setupRouter(t, mode)
-			r, err := openHost(rb.factory.WithLockTimeout(200 * time.Millisecond))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			r := newHost(t, rb.factory.WithLockTimeout(200*time.Millisecond))
 			bg := context.Background()
 			ctx := tenant.WithTenant(bg, "phoenix")
 			conformance.MustStore(t, r, ctx, "old", []byte("before the drop"))
@@ -323,11 +307,7 @@ func TestProvisionAfterFailedDropStartsEmpty(t *testing.T) {
 func TestSharedDropDoesNotBlockOthers(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.SharedTable)
-	r, err := openHost(rb.factory.WithLockTimeout(5 * time.Second))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, rb.factory.WithLockTimeout(5*time.Second))
 	bg := context.Background()
 	a, b := tenant.WithTenant(bg, "leaving"), tenant.WithTenant(bg, "staying")
 	for i := range 20 {
@@ -402,11 +382,7 @@ func TestBackendCloseWithOpenStreams(t *testing.T) {
 	t.Parallel()
 	dsn := pgtest.NewDatabase(t)
 	open := func() datastorage.Backend {
-		b, err := backend.NewFactory(dsn).WithTableName("closing").Create()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
+		b := newBackend(t, backend.NewFactory(dsn).WithTableName("closing"))
 		return b
 	}
 	closeEndsStreams(t, open(), context.Background(), open)
@@ -471,11 +447,7 @@ func TestQuotaExact(t *testing.T) {
 		hosts := func(maxBytes, maxMsgs int64) []*host {
 			var rs []*host
 			for range 2 {
-				r, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(8, 0).WithQuota(maxBytes, maxMsgs))
-				if err != nil {
-					t.Fatal(err)
-				}
-				t.Cleanup(func() { _ = r.Close() })
+				r := newHost(t, tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(8, 0).WithQuota(maxBytes, maxMsgs))
 				rs = append(rs, r)
 			}
 			return rs

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"testing"
 
+	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/tenant"
 )
 
@@ -65,4 +66,27 @@ func newAdmin(t testing.TB, f *tenant.Factory) *tenant.Admin {
 	}
 	t.Cleanup(func() { _ = a.Close() })
 	return a
+}
+
+// newRouter opens a Router on f, closed when the test ends.
+func newRouter(t testing.TB, f *tenant.Factory) *tenant.Router {
+	t.Helper()
+	r, err := f.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = r.Close() })
+	return r
+}
+
+// newBackend opens the single-table backend of f, closed when the test
+// ends.
+func newBackend(t testing.TB, f *backend.Factory) *backend.Backend {
+	t.Helper()
+	b, err := f.Open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = b.Close() })
+	return b
 }

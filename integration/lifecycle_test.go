@@ -103,11 +103,7 @@ func TestRouterDropMany(t *testing.T) {
 	// relations of 300 tenants, plenty for one tenant's ~12 at a time.
 	srv := pgtest.NewServer(t, pgtest.FastShutdown, "max_connections=20", "max_locks_per_transaction=10")
 	pool := pgtest.NewPool(t, srv.DSN(), func(c *pgxpool.Config) { c.MaxConns = 2 })
-	r, err := openHost(tenant.NewFactory(srv.DSN()).WithConnectionLimits(8, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, tenant.NewFactory(srv.DSN()).WithConnectionLimits(8, 0))
 	bg := context.Background()
 	ids := make([]string, n)
 	parallelTenants(t, n, func(i int, id string) error {
@@ -167,11 +163,7 @@ func TestRouterQuota(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
-		r, err := openHost(rb.factory.WithQuota(3*chunk, 4))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
+		r := newHost(t, rb.factory.WithQuota(3*chunk, 4))
 		bg := context.Background()
 		a, b := tenant.WithTenant(bg, "capped"), tenant.WithTenant(bg, "other")
 		for i := range 3 {

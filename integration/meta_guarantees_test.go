@@ -230,11 +230,7 @@ func TestQueueRetriesAHandlerErrorWithInvalidUTF8(t *testing.T) {
 	rb := setupRouter(t, schema.SchemaPerTenant)
 	bg := context.Background()
 	pinned := rb.factory.ForTenant("retrying")
-	data, err := pinned.Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer data.Close()
+	data := newRouter(t, pinned)
 	meta := newMeta(t, pinned)
 	conformance.MustStore(t, data, bg, "msg", []byte("body"))
 	md := metastorage.MessageMetadata{ID: "msg", State: metastorage.StateIncoming, MaxAttempts: 5, Created: time.Now(),

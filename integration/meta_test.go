@@ -51,16 +51,8 @@ func TestMetaTenantsAreSeparate(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
 		bg := context.Background()
-		a, err := rb.factory.ForTenant("alpha").Meta().Create()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		b, err := rb.factory.ForTenant("beta").Meta().Create()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
+		a := newMeta(t, rb.factory.ForTenant("alpha"))
+		b := newMeta(t, rb.factory.ForTenant("beta"))
 		conformance.MustStoreMeta(t, a, bg, "same", conformance.Meta(1, metastorage.StateIncoming))
 		if _, err := b.GetMeta(bg, "same"); !errors.Is(err, metastorage.ErrMessageNotFound) {
 			t.Fatalf("beta reads alpha's metadata: %v", err)
@@ -81,10 +73,10 @@ func TestMetaTenantsAreSeparate(t *testing.T) {
 		if err != nil || res.Total != 0 {
 			t.Fatalf("beta lists alpha's messages: %+v, %v", res, err)
 		}
-		if n := a.(metastorage.StateCounterBackend).GetStateCount(metastorage.StateIncoming); n != 1 {
+		if n := a.GetStateCount(metastorage.StateIncoming); n != 1 {
 			t.Fatalf("alpha counts %d incoming", n)
 		}
-		if n := b.(metastorage.StateCounterBackend).GetStateCount(metastorage.StateIncoming); n != 0 {
+		if n := b.GetStateCount(metastorage.StateIncoming); n != 0 {
 			t.Fatalf("beta counts %d incoming", n)
 		}
 	})
@@ -99,16 +91,8 @@ func TestPinnedRefusesOtherTenants(t *testing.T) {
 	rb := setupRouter(t, schema.SharedTable)
 	bg := context.Background()
 	pinned := rb.factory.ForTenant("acme")
-	data, err := pinned.Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer data.Close()
-	meta, err := pinned.Meta().Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer meta.Close()
+	data := newRouter(t, pinned)
+	meta := newMeta(t, pinned)
 	conformance.MustStore(t, data, bg, "m", []byte("acme's"))
 	conformance.MustStoreMeta(t, meta, bg, "m", conformance.Meta(1, metastorage.StateIncoming))
 	conformance.MustRead(t, data, tenant.WithTenant(bg, "acme"), "m", []byte("acme's"))
@@ -150,11 +134,7 @@ func TestMetaMoveRace(t *testing.T) {
 		bg := context.Background()
 		var hosts []metastorage.Backend
 		for _, f := range []*tenant.Factory{rb.factory, tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(8, 0)} {
-			b, err := f.ForTenant("racer").Meta().Create()
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer b.Close()
+			b := newMeta(t, f.ForTenant("racer"))
 			hosts = append(hosts, b)
 		}
 		for round := range 5 {
@@ -193,11 +173,7 @@ func TestDropAndPurgeCoverMeta(t *testing.T) {
 		rb := setupRouter(t, mode)
 		r := rb.router(t)
 		bg := context.Background()
-		meta, err := rb.factory.ForTenant("full").Meta().Create()
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer meta.Close()
+		meta := newMeta(t, rb.factory.ForTenant("full"))
 		for i := range 3 {
 			conformance.MustStoreMeta(t, meta, bg, fmt.Sprint("m", i), conformance.Meta(i, metastorage.StateDeferred))
 		}

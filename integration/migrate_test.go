@@ -15,11 +15,7 @@ func TestMigrateAllResumes(t *testing.T) {
 	t.Parallel()
 	const n = 1000
 	rb := setupRouter(t, schema.SchemaPerTenant)
-	r, err := openHost(rb.factory.WithConnectionLimits(8, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, rb.factory.WithConnectionLimits(8, 0))
 	bg := context.Background()
 	parallelTenants(t, n, func(i int, id string) error { return r.Provision(bg, id) })
 

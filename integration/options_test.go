@@ -29,11 +29,7 @@ func TestRouterLockTimeoutDropAgain(t *testing.T) {
 		t.Run(mode.String(), func(t *testing.T) {
 			t.Parallel()
 			rb := setupRouter(t, mode)
-			r, err := openHost(rb.factory.WithLockTimeout(200 * time.Millisecond))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer r.Close()
+			r := newHost(t, rb.factory.WithLockTimeout(200*time.Millisecond))
 			bg := context.Background()
 			ctx := tenant.WithTenant(bg, "locked")
 			conformance.MustStore(t, r, ctx, "m", []byte("v1"))
@@ -121,12 +117,8 @@ func TestRouterPurgeBatches(t *testing.T) {
 	t.Parallel()
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
-		tracer := &countingTracer{}
-		r, err := openHost(rb.factory.WithQueryTracer(tracer))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
+		tracer := &statementCounter{}
+		r := newHost(t, rb.factory.WithQueryTracer(tracer))
 		bg := context.Background()
 		ctx := tenant.WithTenant(bg, "full")
 		conformance.MustStore(t, r, ctx, "fresh", []byte("stays"))
@@ -163,11 +155,7 @@ func TestRouterCacheEviction(t *testing.T) {
 	reader := sdkmetric.NewManualReader()
 	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
 	defer mp.Shutdown(context.Background())
-	r, err := openHost(rb.factory.WithCacheSize(2).WithMeterProvider(mp))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, rb.factory.WithCacheSize(2).WithMeterProvider(mp))
 	bg := context.Background()
 	counter := func(name string) int64 {
 		var rm metricdata.ResourceMetrics
@@ -207,11 +195,7 @@ func TestRouterCacheEviction(t *testing.T) {
 func TestRouterTableSchema(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.TablePerTenant)
-	r, err := openHost(rb.factory.WithTableSchema("Queues"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, rb.factory.WithTableSchema("Queues"))
 	conformance.MustStore(t, r, tenant.WithTenant(context.Background(), "acme"), "m", []byte("x"))
 	loc, _ := r.Locate("acme")
 	if loc.Table != (schema.Table{Schema: "queues", Name: "t_acme"}) {
@@ -227,7 +211,7 @@ func TestRouterTableSchema(t *testing.T) {
 
 // prepareCounter counts the statements pgx prepares on the server.
 type prepareCounter struct {
-	countingTracer
+	statementCounter
 	prepares atomic.Int64
 }
 
@@ -247,11 +231,7 @@ func TestRouterStatementCacheCapacity(t *testing.T) {
 	ctx := tenant.WithTenant(context.Background(), "cached")
 	prepares := func(capacity int) int64 {
 		tracer := &prepareCounter{}
-		r, err := openHost(rb.factory.WithConnectionLimits(1, 1).WithStatementCacheCapacity(capacity).WithQueryTracer(tracer))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
+		r := newHost(t, rb.factory.WithConnectionLimits(1, 1).WithStatementCacheCapacity(capacity).WithQueryTracer(tracer))
 		if err := cycle(ctx, r, "warm", []byte("x")); err != nil {
 			t.Fatal(err)
 		}
@@ -276,11 +256,7 @@ func TestRouterStatementCacheCapacity(t *testing.T) {
 func TestAdministrationConnectionErrors(t *testing.T) {
 	t.Parallel()
 	srv := pgtest.NewServer(t, pgtest.FastShutdown)
-	r, err := openHost(tenant.NewFactory(srv.DSN()).WithConnectionLimits(2, 0))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, tenant.NewFactory(srv.DSN()).WithConnectionLimits(2, 0))
 	bg := context.Background()
 	if err := r.Provision(bg, "a"); err != nil {
 		t.Fatal(err)

@@ -87,11 +87,7 @@ func TestPgBouncerSharedConnectionIsolation(t *testing.T) {
 
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		f, dsn := bouncedFactory(t, b, mode)
-		r, err := openHost(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
+		r := newHost(t, f)
 		const tenants, rounds = 8, 20
 		var wg sync.WaitGroup
 		errs := make(chan error, tenants*2)
@@ -237,11 +233,7 @@ func TestPgBouncerDefaultModeSaysWhatToDo(t *testing.T) {
 	}
 
 	// The describe mode works on the same server connection.
-	r3, err := openHost(f.WithExecMode(pgx.QueryExecModeCacheDescribe))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r3.Close()
+	r3 := newHost(t, f.WithExecMode(pgx.QueryExecModeCacheDescribe))
 	if n := failures(r3, 9); n != 0 {
 		t.Fatalf("describe mode: %d of 8 writes failed", n)
 	}

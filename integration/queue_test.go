@@ -113,11 +113,7 @@ func TestIdleQueuesCostNoStatements(t *testing.T) {
 	bg := context.Background()
 	backends := make([]metastorage.Backend, n)
 	for i := range n {
-		b, err := f.ForTenant(fmt.Sprintf("idle-%02d", i)).Meta().Create()
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = b.Close() })
+		b := newMeta(t, f.ForTenant(fmt.Sprintf("idle-%02d", i)))
 		backends[i] = b
 		if i%2 == 0 {
 			md := conformance.Meta(i, metastorage.StateDeferred)
@@ -171,11 +167,7 @@ func TestIdleQueuesCostNoStatements(t *testing.T) {
 	conformance.MustStoreMeta(t, backends[1], bg, "local", conformance.Meta(1, metastorage.StateIncoming))
 	local := waitSeen("1/local", time.Second).Sub(start)
 	// Another host: a Factory of its own, as another process would be.
-	other, err := tenant.NewFactory(rb.dsn).WithIsolation(schema.SharedTable).WithConnectionLimits(2, 0).ForTenant("idle-03").Meta().Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := newMeta(t, tenant.NewFactory(rb.dsn).WithIsolation(schema.SharedTable).WithConnectionLimits(2, 0).ForTenant("idle-03"))
 	start = time.Now()
 	conformance.MustStoreMeta(t, other, bg, "remote", conformance.Meta(2, metastorage.StateIncoming))
 	remote := waitSeen("3/remote", time.Second).Sub(start)

@@ -109,11 +109,7 @@ func TestRetryPolicy(t *testing.T) {
 	t.Parallel()
 	bb := setupBackend(t)
 	admin := pgtest.NewPool(t, bb.dsn, nil)
-	b, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("retry").Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newBackend(t, backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("retry"))
 	table, err := schema.ParseTable("retry", "public")
 	if err != nil {
 		t.Fatal(err)

@@ -41,11 +41,7 @@ func setupRouter(t *testing.T, mode schema.Isolation) *routerBundle {
 
 func (rb *routerBundle) router(t *testing.T) *host {
 	t.Helper()
-	r, err := openHost(rb.factory)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
+	r := newHost(t, rb.factory)
 	return r
 }
 
@@ -113,11 +109,7 @@ func TestRouterNeedsTenant(t *testing.T) {
 	t.Parallel()
 	rb := setupRouter(t, schema.SchemaPerTenant)
 	pool := pgtest.NewPool(t, rb.dsn, nil)
-	r, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(schema.SchemaPerTenant).WithPool(pool))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, tenant.NewFactory(rb.dsn).WithIsolation(schema.SchemaPerTenant).WithPool(pool))
 	pool.Close() // any SQL would fail with "closed pool" from here on
 	ctx := context.Background()
 	if _, err := r.StoreData(ctx, "m", strings.NewReader("x")); !errors.Is(err, tenant.ErrNoTenant) {
@@ -172,11 +164,7 @@ func TestRouterFirstTouchRace(t *testing.T) {
 		rb := setupRouter(t, mode)
 		hostA := rb.router(t)
 		// A second Factory is a second host: its own pool, cache and once.
-		hostB, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(8, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer hostB.Close()
+		hostB := newHost(t, tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(8, 0))
 		ctx := tenant.WithTenant(context.Background(), "Newcomer-Inc")
 		var wg sync.WaitGroup
 		errs := make(chan error, 128)
@@ -215,11 +203,7 @@ func TestRouterDropAcrossHosts(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
 		rb := setupRouter(t, mode)
 		hostA := rb.router(t)
-		hostB, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer hostB.Close()
+		hostB := newHost(t, tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(4, 0))
 		bg := context.Background()
 		ctx := tenant.WithTenant(bg, "leaving")
 		other := tenant.WithTenant(bg, "staying")
@@ -348,11 +332,7 @@ func TestRouterSearchPathUntouched(t *testing.T) {
 		if err := pool.QueryRow(context.Background(), "SHOW search_path").Scan(&def); err != nil {
 			t.Fatal(err)
 		}
-		r, err := openHost(tenant.NewFactory(rb.dsn).WithIsolation(mode).WithPool(pool))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer r.Close()
+		r := newHost(t, tenant.NewFactory(rb.dsn).WithIsolation(mode).WithPool(pool))
 		bg := context.Background()
 		for i := range 30 {
 			for _, id := range []string{"one", "two", "three"} {
@@ -402,11 +382,7 @@ func TestRouterSharesOnePool(t *testing.T) {
 	if s1, s2 := r1.PoolStats(), r2.PoolStats(); s1.MaxConns != 4 || s1 != s2 {
 		t.Fatalf("two Routers of one Factory see different pools: %+v, %+v", s1, s2)
 	}
-	other, err := openHost(f.WithCacheSize(10))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer other.Close()
+	other := newHost(t, f.WithCacheSize(10))
 	conformance.MustRead(t, other, ctx, "m", []byte("v"))
 	if got := rb.serverConns(t); got <= one {
 		t.Fatalf("a WithX copy opened no pool of its own: %d server connections, %d before", got, one)
@@ -446,11 +422,7 @@ func TestRouterResolver(t *testing.T) {
 		}
 		return id, nil
 	})
-	r, err := openHost(rb.factory.WithResolver(res))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := newHost(t, rb.factory.WithResolver(res))
 	bg := context.Background()
 	conformance.MustStore(t, r, bg, "acme/1", []byte("a"))
 	if n := rb.count(t, "SELECT count(*) FROM public.retryspool_data WHERE tenant_id = 'acme'"); n != 1 {

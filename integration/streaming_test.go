@@ -111,18 +111,10 @@ type streamCase struct {
 func streamBackends(t *testing.T, maxSize int64) []streamCase {
 	t.Helper()
 	bb := setupBackend(t)
-	plain, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("stream").WithMaxMessageSize(maxSize).Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = plain.Close() })
+	plain := newBackend(t, backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("stream").WithMaxMessageSize(maxSize))
 	cases := []streamCase{{"backend", plain, context.Background()}}
 	for _, mode := range modes {
-		r, err := openHost(tenant.NewFactory(bb.dsn).WithPool(bb.pool).WithIsolation(mode).WithMaxMessageSize(maxSize))
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = r.Close() })
+		r := newHost(t, tenant.NewFactory(bb.dsn).WithPool(bb.pool).WithIsolation(mode).WithMaxMessageSize(maxSize))
 		cases = append(cases, streamCase{mode.String(), r, tenant.WithTenant(context.Background(), "streamer")})
 	}
 	return cases
@@ -191,11 +183,7 @@ func TestStreaming256MiB(t *testing.T) {
 func TestStreamingCancelledWriteKeepsOld(t *testing.T) {
 	t.Parallel()
 	bb := setupBackend(t)
-	b, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("cancel").Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newBackend(t, backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("cancel"))
 	bg := context.Background()
 	const old = 2*chunk + 3
 	if _, err := b.StoreData(bg, "m", bodyReader(1, old)); err != nil {
@@ -259,11 +247,7 @@ func TestStreamingMaxSize(t *testing.T) {
 func TestStreamingReadersReleaseConnections(t *testing.T) {
 	t.Parallel()
 	bb := setupBackend(t)
-	b, err := backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("readers").Create()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer b.Close()
+	b := newBackend(t, backend.NewFactory(bb.dsn).WithPool(bb.pool).WithTableName("readers"))
 	ctx := context.Background()
 	if _, err := b.StoreData(ctx, "big", bodyReader(1, 2*chunk+1)); err != nil {
 		t.Fatal(err)

@@ -90,20 +90,37 @@ func (r *Router) StoreData(ctx context.Context, messageID string, data io.Reader
 	return n, closedErr(sctx, r.h.core.writeErr(id, err))
 }
 
+// open starts a stream of the call's tenant (a reader, or a writer when
+// write is true, which validates the message id too): it resolves the
+// tenant, waits for its place and tracks the stream. On error it has
+// recorded the failed operation.
+func (r *Router) open(ctx context.Context, messageID, op string, write bool) (id string, sctx context.Context, release func(), err error) {
+	start := time.Now()
+	if id, err = r.h.resolve(ctx, messageID); err != nil {
+		return "", nil, nil, err
+	}
+	if write {
+		if err := engine.ValidateMessageID(messageID); err != nil {
+			return "", nil, nil, err
+		}
+	}
+	free, err := r.h.core.limit.acquire(ctx, id)
+	if err != nil {
+		r.h.core.obs.op(ctx, op, id, start, err)
+		return "", nil, nil, err
+	}
+	sctx, untrack := r.h.track(ctx)
+	return id, sctx, func() { untrack(); free() }, nil
+}
+
 // GetDataReader returns a reader over the tenant's body stored under
 // messageID, or an error that errors.Is datastorage.ErrDataNotFound.
 func (r *Router) GetDataReader(ctx context.Context, messageID string) (io.ReadCloser, error) {
-	id, err := r.h.resolve(ctx, messageID)
-	if err != nil {
-		return nil, err
-	}
 	start := time.Now()
-	release, err := r.h.core.limit.acquire(ctx, id)
+	id, sctx, release, err := r.open(ctx, messageID, "read", false)
 	if err != nil {
-		r.h.core.obs.op(ctx, "read", id, start, err)
 		return nil, err
 	}
-	sctx, untrack := r.h.track(ctx)
 	var rc io.ReadCloser
 	err = r.read(sctx, id, func(s *engine.Store) error {
 		var err error
@@ -111,13 +128,12 @@ func (r *Router) GetDataReader(ctx context.Context, messageID string) (io.ReadCl
 		return err
 	})
 	if err != nil {
-		untrack()
 		release()
 		err = closedErr(sctx, err)
 		r.h.core.obs.op(ctx, "read", id, start, err)
 		return nil, err
 	}
-	return &routerReader{ReadCloser: rc, ctx: sctx, release: func() { untrack(); release() }, done: func(n int64, err error) {
+	return &routerReader{ReadCloser: rc, ctx: sctx, release: release, done: func(n int64, err error) {
 		r.h.core.obs.op(ctx, "read", id, start, err)
 		r.h.core.obs.bytesOut.Add(ctx, n, r.h.core.obs.attrs(id))
 	}}, nil
@@ -126,22 +142,12 @@ func (r *Router) GetDataReader(ctx context.Context, messageID string) (io.ReadCl
 // GetDataWriter returns a writer whose Close stores the body under
 // messageID for the call's tenant, creating the tenant's objects if needed.
 func (r *Router) GetDataWriter(ctx context.Context, messageID string) (io.WriteCloser, error) {
-	id, err := r.h.resolve(ctx, messageID)
-	if err != nil {
-		return nil, err
-	}
-	if err := engine.ValidateMessageID(messageID); err != nil {
-		return nil, err
-	}
 	start := time.Now()
-	release, err := r.h.core.limit.acquire(ctx, id)
+	id, sctx, release, err := r.open(ctx, messageID, "write", true)
 	if err != nil {
-		r.h.core.obs.op(ctx, "write", id, start, err)
 		return nil, err
 	}
-	sctx, untrack := r.h.track(ctx)
-	return &routerWriter{StreamWriter: r.writer(sctx, id, messageID), ctx: sctx, r: r, id: id,
-		release: func() { untrack(); release() },
+	return &routerWriter{StreamWriter: r.writer(sctx, id, messageID), ctx: sctx, r: r, id: id, release: release,
 		done: func(n int64, err error) {
 			r.h.core.obs.op(ctx, "write", id, start, err)
 			if err == nil {

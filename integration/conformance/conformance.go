@@ -28,10 +28,7 @@ type Setup func(t *testing.T) (datastorage.Backend, context.Context)
 // runs in parallel with the others.
 func Exercise(t *testing.T, setup Setup) {
 	t.Helper()
-	cases := []struct {
-		name string
-		run  func(t *testing.T, b datastorage.Backend, ctx context.Context)
-	}{
+	exercise(t, setup, []testCase[datastorage.Backend]{
 		{"RoundTrip", testRoundTrip},
 		{"UpsertReplaces", testUpsert},
 		{"WriterChunks", testWriterChunks},
@@ -48,7 +45,19 @@ func Exercise(t *testing.T, setup Setup) {
 		{"WriterCloseOnce", testWriterCloseOnce},
 		{"ReaderClose", testReaderClose},
 		{"CloseIdempotent", testCloseIdempotent},
-	}
+	})
+}
+
+// testCase is one case of a suite on backends of type B.
+type testCase[B io.Closer] struct {
+	name string
+	run  func(t *testing.T, b B, ctx context.Context)
+}
+
+// exercise runs cases in parallel, each on a backend of its own from
+// setup, closed when the case ends.
+func exercise[B io.Closer](t *testing.T, setup func(t *testing.T) (B, context.Context), cases []testCase[B]) {
+	t.Helper()
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
@@ -278,30 +287,11 @@ func testConcurrentWriters(t *testing.T, b datastorage.Backend, ctx context.Cont
 	for i := range versions {
 		versions[i] = bytes.Repeat([]byte{byte('a' + i)}, 64<<10+i)
 	}
-	var wg sync.WaitGroup
-	errs := make(chan error, writers)
-	for i := range writers {
-		wg.Go(func() {
-			if i%2 == 0 {
-				_, err := b.StoreData(ctx, "same", bytes.NewReader(versions[i]))
-				errs <- err
-				return
-			}
-			w, err := b.GetDataWriter(ctx, "same")
-			if err == nil {
-				_, err = w.Write(versions[i])
-				err = errors.Join(err, w.Close())
-			}
-			errs <- err
-		})
+	ids := make([]string, writers)
+	for i := range ids {
+		ids[i] = "same"
 	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
+	writeAll(t, b, ctx, ids, versions)
 	got, err := Read(t, b, ctx, "same")
 	if err != nil {
 		t.Fatal(err)
@@ -314,31 +304,21 @@ func testConcurrentWriters(t *testing.T, b datastorage.Backend, ctx context.Cont
 	t.Fatalf("final body (%d bytes, %s) is none of the versions written", len(got), preview(got))
 }
 
-// testConcurrentLargeWriters writes chunked bodies (over 1 MiB) from
-// several goroutines at once: four to one message, through StoreData and
-// the streaming writer, and four to messages of their own. The shared
-// message ends as exactly one of the versions, and every other message as
-// its own.
-func testConcurrentLargeWriters(t *testing.T, b datastorage.Backend, ctx context.Context) {
-	const size = 3<<20 + 17
-	versions := make([][]byte, 8)
-	for i := range versions {
-		versions[i] = bytes.Repeat([]byte{byte('A' + i)}, size+i)
-	}
+// writeAll writes versions[i] under ids[i], all at once, every other one
+// through StoreData and the rest through the streaming writer, and fails t
+// if any write failed.
+func writeAll(t *testing.T, b datastorage.Backend, ctx context.Context, ids []string, versions [][]byte) {
+	t.Helper()
 	var wg sync.WaitGroup
 	errs := make(chan error, len(versions))
 	for i, v := range versions {
-		id := "large-same"
-		if i >= 4 {
-			id = fmt.Sprintf("large-%d", i)
-		}
 		wg.Go(func() {
 			if i%2 == 0 {
-				_, err := b.StoreData(ctx, id, bytes.NewReader(v))
+				_, err := b.StoreData(ctx, ids[i], bytes.NewReader(v))
 				errs <- err
 				return
 			}
-			w, err := b.GetDataWriter(ctx, id)
+			w, err := b.GetDataWriter(ctx, ids[i])
 			if err == nil {
 				_, err = io.Copy(w, bytes.NewReader(v))
 				err = errors.Join(err, w.Close())
@@ -353,6 +333,27 @@ func testConcurrentLargeWriters(t *testing.T, b datastorage.Backend, ctx context
 			t.Fatal(err)
 		}
 	}
+}
+
+// testConcurrentLargeWriters writes chunked bodies (over 1 MiB) from
+// several goroutines at once: four to one message, through StoreData and
+// the streaming writer, and four to messages of their own. The shared
+// message ends as exactly one of the versions, and every other message as
+// its own.
+func testConcurrentLargeWriters(t *testing.T, b datastorage.Backend, ctx context.Context) {
+	const size = 3<<20 + 17
+	versions := make([][]byte, 8)
+	for i := range versions {
+		versions[i] = bytes.Repeat([]byte{byte('A' + i)}, size+i)
+	}
+	ids := make([]string, len(versions))
+	for i := range ids {
+		ids[i] = "large-same"
+		if i >= 4 {
+			ids[i] = fmt.Sprintf("large-%d", i)
+		}
+	}
+	writeAll(t, b, ctx, ids, versions)
 	got, err := Read(t, b, ctx, "large-same")
 	if err != nil {
 		t.Fatal(err)

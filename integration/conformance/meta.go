@@ -23,10 +23,7 @@ type MetaSetup func(t *testing.T) (metastorage.Backend, context.Context)
 // case gets its own backend from setup and runs in parallel.
 func ExerciseMeta(t *testing.T, setup MetaSetup) {
 	t.Helper()
-	cases := []struct {
-		name string
-		run  func(t *testing.T, b metastorage.Backend, ctx context.Context)
-	}{
+	exercise(t, setup, []testCase[metastorage.Backend]{
 		{"RoundTrip", testMetaRoundTrip},
 		{"CreatedDefaultsToNow", testMetaCreatedDefault},
 		{"HeadersNilAndEmpty", testMetaHeaders},
@@ -39,15 +36,7 @@ func ExerciseMeta(t *testing.T, setup MetaSetup) {
 		{"Iterate", testMetaIterate},
 		{"IterateWhileMoving", testMetaIterateWhileMoving},
 		{"Closed", testMetaClosed},
-	}
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			t.Parallel()
-			b, ctx := setup(t)
-			t.Cleanup(func() { _ = b.Close() })
-			c.run(t, b, ctx)
-		})
-	}
+	})
 }
 
 // sameTime compares times at PostgreSQL's precision (microseconds).

@@ -284,62 +284,88 @@ func (d *db) acquire(ctx context.Context) (*group, func(), error) {
 	}, nil
 }
 
-// admit finds the statement a slot and counts it as held: its first
-// choice if free; else its second choice if free and the tenant holds
-// less than its share; else, if the tenant alone holds as many slots as
-// its two groups have and less than its share, the next free group in its
-// order; else the first in turn at its first choice (or its second, if
-// fewer wait there and the tenant is within its share). Only after
-// EscapeAfter of waiting does it take a free slot elsewhere.
+// admit finds the statement a slot and counts it as held: at once if
+// one is free where the statement may go (tryAny for statements of no
+// tenant, tryTenant for a tenant's), else by waiting at the group that
+// choose picks, or escaping to any free group after EscapeAfter.
 func (d *db) admit(ctx context.Context) (*group, error) {
-	var g *group
+	var (
+		g  *group
+		ok bool
+	)
 	if d.any {
-		// Any free group, starting at a rotating one so that no backend
-		// runs all of them; else the one with the fewest waiters.
-		n := len(d.p.groups)
-		start := int(d.p.next.Add(1) % uint64(n))
-		for i := range n {
-			if x := d.p.groups[(start+i)%n]; x.gate.tryAcquire(d.key) {
-				d.p.took(d.key)
-				return x, nil
-			}
-		}
-		g = d.p.groups[start]
-		for _, x := range d.p.groups {
-			if x.gate.load() < g.gate.load() {
-				g = x
-			}
-		}
+		g, ok = d.tryAny()
 	} else {
-		if x := d.p.groups[d.order[0]]; x.gate.tryAcquire(d.key) {
+		g, ok = d.tryTenant()
+	}
+	if ok {
+		return g, nil
+	}
+	return d.wait(ctx, g)
+}
+
+// tryAny takes a free group for a statement of no tenant, starting at a
+// rotating one so that no backend runs all of them; when none is free it
+// returns the group with the fewest waiters to wait at.
+func (d *db) tryAny() (*group, bool) {
+	n := len(d.p.groups)
+	start := int(d.p.next.Add(1) % uint64(n))
+	for i := range n {
+		if x := d.p.groups[(start+i)%n]; x.gate.tryAcquire(d.key) {
 			d.p.took(d.key)
-			return x, nil
-		}
-		if len(d.order) > 1 && d.p.claim(d.key, 0) {
-			if x := d.p.groups[d.order[1]]; x.gate.tryAcquire(d.key) {
-				return x, nil
-			}
-			d.p.unclaim(d.key)
-		}
-		// A tenant that fills its two groups by itself (a busy tenant,
-		// or the only one) spreads over the next ones while within its
-		// share.
-		for _, i := range d.order[min(2, len(d.order)):] {
-			if !d.p.claim(d.key, 2*d.p.size) {
-				break
-			}
-			if x := d.p.groups[i]; x.gate.tryAcquire(d.key) {
-				return x, nil
-			}
-			d.p.unclaim(d.key)
-		}
-		g = d.p.groups[d.order[0]]
-		if len(d.order) > 1 {
-			if b := d.p.groups[d.order[1]]; b.gate.load() < g.gate.load() && d.p.belowShare(d.key) {
-				g = b // within its share: it may wait there
-			}
+			return x, true
 		}
 	}
+	g := d.p.groups[start]
+	for _, x := range d.p.groups {
+		if x.gate.load() < g.gate.load() {
+			g = x
+		}
+	}
+	return g, false
+}
+
+// tryTenant takes the tenant's first choice if free; else its second if
+// free and the tenant holds less than its share; else, if the tenant alone
+// holds as many slots as its two groups have and less than its share, the
+// next free group in its order. When none is free it returns the group to
+// wait at: the first choice, or the second if fewer wait there and the
+// tenant is within its share.
+func (d *db) tryTenant() (*group, bool) {
+	if x := d.p.groups[d.order[0]]; x.gate.tryAcquire(d.key) {
+		d.p.took(d.key)
+		return x, true
+	}
+	if len(d.order) > 1 && d.p.claim(d.key, 0) {
+		if x := d.p.groups[d.order[1]]; x.gate.tryAcquire(d.key) {
+			return x, true
+		}
+		d.p.unclaim(d.key)
+	}
+	// A tenant that fills its two groups by itself (a busy tenant, or the
+	// only one) spreads over the next ones while within its share.
+	for _, i := range d.order[min(2, len(d.order)):] {
+		if !d.p.claim(d.key, 2*d.p.size) {
+			break
+		}
+		if x := d.p.groups[i]; x.gate.tryAcquire(d.key) {
+			return x, true
+		}
+		d.p.unclaim(d.key)
+	}
+	g := d.p.groups[d.order[0]]
+	if len(d.order) > 1 {
+		if b := d.p.groups[d.order[1]]; b.gate.load() < g.gate.load() && d.p.belowShare(d.key) {
+			g = b // within its share: it may wait there
+		}
+	}
+	return g, false
+}
+
+// wait queues the statement at g, admitted in turn, and after EscapeAfter
+// of waiting takes a free slot of any other group instead (a tenant at its
+// share only after ten times as long: it may hold slots it waits for).
+func (d *db) wait(ctx context.Context, g *group) (*group, error) {
 	w := g.gate.enqueue(d.key)
 	if w == nil {
 		d.p.took(d.key)
@@ -360,25 +386,32 @@ func (d *db) admit(ctx context.Context) (*group, error) {
 			return nil, ctx.Err()
 		case <-timer.C:
 			waited += EscapeAfter
-			// A tenant at its share (one flooding its groups) escapes
-			// only after a long wait: it may hold slots it waits for.
 			if !d.any && waited < 10*EscapeAfter && !d.p.belowShare(d.key) {
 				timer.Reset(EscapeAfter)
 				continue
 			}
-			for _, x := range d.p.groups {
-				if x != g && x.gate.tryAcquire(d.key) {
-					if g.gate.cancel(d.key, w) {
-						g.gate.release(d.key)
-					}
-					d.p.escapes.Add(1)
-					d.p.took(d.key)
-					return x, nil
-				}
+			if x := d.escape(g, w); x != nil {
+				return x, nil
 			}
 			timer.Reset(EscapeAfter)
 		}
 	}
+}
+
+// escape takes a free slot of a group other than g for a statement
+// waiting at g with w, or returns nil.
+func (d *db) escape(g *group, w *waiter) *group {
+	for _, x := range d.p.groups {
+		if x != g && x.gate.tryAcquire(d.key) {
+			if g.gate.cancel(d.key, w) {
+				g.gate.release(d.key)
+			}
+			d.p.escapes.Add(1)
+			d.p.took(d.key)
+			return x
+		}
+	}
+	return nil
 }
 
 func (d *db) Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error) {

@@ -73,6 +73,15 @@ func CheckExecMode(m pgx.QueryExecMode) error {
 	return nil
 }
 
+// execMode returns m, or pgx.QueryExecModeCacheStatement for the zero
+// mode, unless CheckExecMode refuses it.
+func execMode(m pgx.QueryExecMode) (pgx.QueryExecMode, error) {
+	if m == 0 {
+		m = pgx.QueryExecModeCacheStatement
+	}
+	return m, CheckExecMode(m)
+}
+
 func tooLarge(max int64) error {
 	return fmt.Errorf("%w: more than %d bytes", ErrTooLarge, max)
 }

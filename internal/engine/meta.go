@@ -44,10 +44,8 @@ type MetaStore struct {
 // refuses the metadata of one message over maxSize bytes (0:
 // DefaultMaxMetadataSize) with ErrTooLarge.
 func NewMetaStore(db pg.DB, t Target, mode pgx.QueryExecMode, maxSize int64) (*MetaStore, error) {
-	if mode == 0 {
-		mode = pgx.QueryExecModeCacheStatement
-	}
-	if err := CheckExecMode(mode); err != nil {
+	mode, err := execMode(mode)
+	if err != nil {
 		return nil, err
 	}
 	if maxSize <= 0 {
@@ -167,6 +165,12 @@ func metaNotFound(id string) error {
 // Store stores md under id, replacing what was there; updated becomes now,
 // and created too when md has none.
 func (m *MetaStore) Store(ctx context.Context, id string, md metastorage.MessageMetadata) error {
+	return m.write(ctx, m.put, id, md, ErrGuardFailed)
+}
+
+// write runs a statement that writes md under id; when it writes no row
+// it returns missing.
+func (m *MetaStore) write(ctx context.Context, st stmt.Stmt[values], id string, md metastorage.MessageMetadata, missing error) error {
 	if err := ValidateMessageID(id); err != nil {
 		return err
 	}
@@ -175,12 +179,12 @@ func (m *MetaStore) Store(ctx context.Context, id string, md metastorage.Message
 		return err
 	}
 	return retry(ctx, writes, func() error {
-		tag, err := m.db.Exec(ctx, m.put.SQL, m.put.Args(m.mode, v)...)
+		tag, err := m.db.Exec(ctx, st.SQL, st.Args(m.mode, v)...)
 		if err != nil {
 			return translate(err)
 		}
 		if tag.RowsAffected() == 0 {
-			return ErrGuardFailed
+			return missing
 		}
 		return nil
 	})
@@ -207,23 +211,7 @@ func (m *MetaStore) Get(ctx context.Context, id string) (metastorage.MessageMeta
 // Update replaces the metadata stored under id, keeping its created time;
 // updated becomes now. A missing message is metastorage.ErrMessageNotFound.
 func (m *MetaStore) Update(ctx context.Context, id string, md metastorage.MessageMetadata) error {
-	if err := ValidateMessageID(id); err != nil {
-		return err
-	}
-	v := m.call(id)
-	if err := m.setMeta(v, md); err != nil {
-		return err
-	}
-	return retry(ctx, writes, func() error {
-		tag, err := m.db.Exec(ctx, m.update.SQL, m.update.Args(m.mode, v)...)
-		if err != nil {
-			return translate(err)
-		}
-		if tag.RowsAffected() == 0 {
-			return metaNotFound(id)
-		}
-		return nil
-	})
+	return m.write(ctx, m.update, id, md, metaNotFound(id))
 }
 
 // Delete removes the metadata stored under id and returns the state it was

@@ -84,10 +84,8 @@ type Store struct {
 
 // NewStore returns a Store for t over db.
 func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
-	if o.Mode == 0 {
-		o.Mode = pgx.QueryExecModeCacheStatement
-	}
-	if err := CheckExecMode(o.Mode); err != nil {
+	var err error
+	if o.Mode, err = execMode(o.Mode); err != nil {
 		return nil, err
 	}
 	if o.MaxMessageSize <= 0 {

@@ -48,6 +48,17 @@ func files(t *testing.T) map[string][]stmt.Named {
 		if err != nil {
 			t.Fatal(err)
 		}
+		// The registry's statements that every mode shares go to
+		// registry.sql once; each mode's file keeps its own.
+		var own []stmt.Named
+		for _, s := range reg {
+			if common[s.Name] {
+				out["registry"] = appendOnce(t, out["registry"], s)
+			} else {
+				own = append(own, s)
+			}
+		}
+		reg = own
 		var all []stmt.Named
 		all = append(all, data...)
 		for _, s := range quotaed {
@@ -73,6 +84,24 @@ func files(t *testing.T) map[string][]stmt.Named {
 		stmt.Named{Name: "pg.lock_timeout", SQL: pg.LockTimeoutSQL, Params: []string{"timeout"}})
 	out["plumbing"] = plumbing
 	return out
+}
+
+// common are the registry statements that do not depend on the mode.
+var common = map[string]bool{"registry.lookup": true, "registry.lock": true, "registry.check": true, "registry.ready": true,
+	"registry.put": true, "registry.put_reset": true, "registry.migrated": true, "registry.list": true, "registry.versions": true,
+	"registry.missing_columns": true, "registry.ddl.1": true, "registry.ddl.2": true, "registry.ddl.3": true}
+
+func appendOnce(t *testing.T, list []stmt.Named, s stmt.Named) []stmt.Named {
+	t.Helper()
+	for _, x := range list {
+		if x.Name == s.Name {
+			if x.SQL != s.SQL {
+				t.Fatalf("%s differs between modes", s.Name)
+			}
+			return list
+		}
+	}
+	return append(list, s)
 }
 
 func render(stmts []stmt.Named) string {

@@ -224,43 +224,6 @@ SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(size), 0)::BIGINT FROM gone_
 -- quota.quota_lock ($1=store, $2=tenant)
 SELECT 1 FROM "pgtenant"."tenants" WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2 AND state OPERATOR(pg_catalog.=) 'active' FOR NO KEY UPDATE;
 
--- registry.lookup ($1=store, $2=tenant)
-SELECT tenant_id, mode, schema_name, table_name, version, state FROM "pgtenant"."tenants" WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2;
-
--- registry.lock ($1=store, $2=tenant)
-SELECT tenant_id, mode, schema_name, table_name, version, state FROM "pgtenant"."tenants" WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2 FOR UPDATE;
-
--- registry.check ($1=version, $2=store, $3=tenant)
-SELECT tenant_id, mode, schema_name, table_name, version, state, state OPERATOR(pg_catalog.=) 'active' AND version OPERATOR(pg_catalog.>=) $1::INT
-	AND pg_catalog.to_regclass(pg_catalog.quote_ident(schema_name) OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(table_name)) IS NOT NULL
-FROM "pgtenant"."tenants" WHERE store OPERATOR(pg_catalog.=) $2 AND tenant_id OPERATOR(pg_catalog.=) $3;
-
--- registry.ready ($1=store, $2=tenant, $3=version)
-SELECT tenant_id, mode, schema_name, table_name, version, state FROM "pgtenant"."tenants"
-WHERE store OPERATOR(pg_catalog.=) $1 AND tenant_id OPERATOR(pg_catalog.=) $2 AND state OPERATOR(pg_catalog.=) 'active' AND version OPERATOR(pg_catalog.>=) $3::INT
-AND pg_catalog.to_regclass(pg_catalog.quote_ident(schema_name) OPERATOR(pg_catalog.||) '.' OPERATOR(pg_catalog.||) pg_catalog.quote_ident(table_name)) IS NOT NULL;
-
--- registry.put ($1=store, $2=tenant, $3=mode, $4=schema_name, $5=table_name, $6=version, $7=state)
-INSERT INTO "pgtenant"."tenants" (store, tenant_id, mode, schema_name, table_name, version, state, created, updated, bytes, messages)
-VALUES ($1, $2, $3, $4, $5, $6::INT, $7, pg_catalog.now(), pg_catalog.now(), NULL, NULL)
-ON CONFLICT (store, tenant_id) DO UPDATE SET state = EXCLUDED.state, version = EXCLUDED.version, mode = EXCLUDED.mode,
-	schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name, updated = EXCLUDED.updated;
-
--- registry.put_reset ($1=store, $2=tenant, $3=mode, $4=schema_name, $5=table_name, $6=version, $7=state)
-INSERT INTO "pgtenant"."tenants" (store, tenant_id, mode, schema_name, table_name, version, state, created, updated, bytes, messages)
-VALUES ($1, $2, $3, $4, $5, $6::INT, $7, pg_catalog.now(), pg_catalog.now(), NULL, NULL)
-ON CONFLICT (store, tenant_id) DO UPDATE SET state = EXCLUDED.state, version = EXCLUDED.version, mode = EXCLUDED.mode,
-	schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name, updated = EXCLUDED.updated, bytes = EXCLUDED.bytes, messages = EXCLUDED.messages;
-
--- registry.migrated ($1=version, $2=store, $3=tenant)
-UPDATE "pgtenant"."tenants" SET version = $1::INT, updated = pg_catalog.now() WHERE store OPERATOR(pg_catalog.=) $2 AND tenant_id OPERATOR(pg_catalog.=) $3;
-
--- registry.list ($1=store)
-SELECT tenant_id FROM "pgtenant"."tenants" WHERE store OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'active' ORDER BY tenant_id;
-
--- registry.versions ($1=store)
-SELECT tenant_id, version FROM "pgtenant"."tenants" WHERE store OPERATOR(pg_catalog.=) $1 AND state OPERATOR(pg_catalog.=) 'active' ORDER BY tenant_id;
-
 -- registry.overview ($1=store)
 SELECT t.tenant_id, GREATEST(COALESCE(c.reltuples, 0), 0)::pg_catalog.int8, COALESCE(pg_catalog.pg_total_relation_size(c.oid), 0),
 	GREATEST(COALESCE((SELECT q.reltuples FROM pg_catalog.pg_class q WHERE q.relnamespace OPERATOR(pg_catalog.=) n.oid
@@ -269,32 +232,6 @@ FROM "pgtenant"."tenants" t
 LEFT JOIN pg_catalog.pg_namespace n ON n.nspname OPERATOR(pg_catalog.=) t.schema_name
 LEFT JOIN pg_catalog.pg_class c ON c.relnamespace OPERATOR(pg_catalog.=) n.oid AND c.relname OPERATOR(pg_catalog.=) t.table_name
 WHERE t.store OPERATOR(pg_catalog.=) $1 AND t.state OPERATOR(pg_catalog.=) 'active' ORDER BY t.tenant_id;
-
--- registry.missing_columns ($1=names, $2=relation)
-SELECT pg_catalog.cardinality($1::pg_catalog.text[]) OPERATOR(pg_catalog.-) pg_catalog.count(*)::INT
-FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($2::pg_catalog.text)
-AND attname OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]) AND NOT attisdropped;
-
--- registry.ddl.1
-CREATE SCHEMA IF NOT EXISTS "pgtenant";
-
--- registry.ddl.2
-CREATE TABLE IF NOT EXISTS "pgtenant"."tenants" (
-	store pg_catalog.text NOT NULL,
-	tenant_id pg_catalog.text NOT NULL,
-	mode pg_catalog.text NOT NULL,
-	schema_name pg_catalog.text NOT NULL,
-	table_name pg_catalog.text NOT NULL,
-	version INT NOT NULL,
-	state pg_catalog.text NOT NULL CHECK (state OPERATOR(pg_catalog.=) 'active' OR state OPERATOR(pg_catalog.=) 'deleted'),
-	created pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	updated pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(),
-	bytes BIGINT,
-	messages BIGINT,
-	PRIMARY KEY (store, tenant_id));
-
--- registry.ddl.3
-CREATE UNIQUE INDEX IF NOT EXISTS "tenants_objects" ON "pgtenant"."tenants" (schema_name, table_name) WHERE mode OPERATOR(pg_catalog.<>) 'shared-table';
 
 -- registry.drop_tables
 DROP TABLE IF EXISTS "t_acme"."retryspool_data", "t_acme"."c_retryspool_data", "t_acme"."m_retryspool_data";
