@@ -58,7 +58,7 @@ func BenchmarkAffinity(b *testing.B) {
 		b.Run(fmt.Sprintf("mode=%v/tenants=%d", sz.mode, sz.n), func(b *testing.B) {
 			ctx := context.Background()
 			dsn := benchDatabase(b)
-			base := benchFactory(dsn, sz.mode).WithConnectionAffinity(0)
+			base := ownPool(benchFactory(dsn, sz.mode)).WithConnectionAffinity(0)
 			admin, err := openHost(base)
 			if err != nil {
 				b.Fatal(err)
@@ -83,7 +83,7 @@ func BenchmarkAffinity(b *testing.B) {
 			}
 			var routers []*host
 			for _, name := range names[1:] {
-				r, err := openHost(benchFactory(withParam(b, dsn, "application_name", app(name)), sz.mode).
+				r, err := openHost(ownPool(benchFactory(withParam(b, dsn, "application_name", app(name)), sz.mode)).
 					WithConnectionAffinity(affinities[name]))
 				if err != nil {
 					b.Fatal(err)

@@ -365,9 +365,16 @@ func benchLayout(mode schema.Isolation) schema.Layout {
 	return l
 }
 
+// benchFactory is the benchmarks' Factory for mode on dsn, without its
+// own pool's options (see ownPool).
 func benchFactory(dsn string, mode schema.Isolation) *tenant.Factory {
-	return tenant.NewFactory(dsn).WithIsolation(mode).WithConnectionLimits(benchClients, benchClients).
+	return tenant.NewFactory(dsn).WithIsolation(mode).
 		WithTableName("bench_" + fmt.Sprint(int(mode))).WithTableSchema(fmt.Sprintf("bench_tables_%d", int(mode)))
+}
+
+// ownPool sizes the pool a benchmark Factory opens itself.
+func ownPool(f *tenant.Factory) *tenant.Factory {
+	return f.WithConnectionLimits(benchClients, benchClients)
 }
 
 // parallelTenants calls fn for tenant ids 0..n-1 from benchClients goroutines.
