@@ -1,5 +1,3 @@
-// Package pgtest starts the PostgreSQL container the integration tests run
-// against and hands each test a database of its own.
 package pgtest
 
 import (
