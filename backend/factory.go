@@ -116,6 +116,13 @@ func (f *Factory) Open(ctx context.Context) (*Backend, error) {
 		return nil, err
 	}
 	pool, own := f.pool, false
+	if pool != nil {
+		// Pipelines (a write and its clean-up) run in the pool's own
+		// default mode.
+		if err := engine.CheckExecMode(pool.Config().ConnConfig.DefaultQueryExecMode); err != nil {
+			return nil, fmt.Errorf("WithPool: the pool's default exec mode: %w", err)
+		}
+	}
 	if pool == nil {
 		if pool, err = pg.OpenPool(ctx, f.dsn, pg.PoolOptions{MaxOpen: f.maxOpen, MaxIdle: f.maxIdle}); err != nil {
 			return nil, err

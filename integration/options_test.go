@@ -136,8 +136,10 @@ func TestRouterPurgeBatches(t *testing.T) {
 		if err != nil || n != 2500 {
 			t.Fatalf("Purge = %d, %v; want 2500", n, err)
 		}
-		if stmts := tracer.n.Load() - before; stmts != 3+1 {
-			t.Fatalf("Purge ran %d statements, want 3 batches of bodies (1000, 1000, 500) and 1 of metadata", stmts)
+		// A batch of bodies is a transaction of two statements (the
+		// messages, then their pieces): BEGIN, two, COMMIT.
+		if stmts := tracer.n.Load() - before; stmts != 3*4+1 {
+			t.Fatalf("Purge ran %d statements, want 3 batches of bodies (1000, 1000, 500) of 4 and 1 of metadata", stmts)
 		}
 		if st, err := r.Stats(bg, "full"); err != nil || st.Messages != 1 {
 			t.Fatalf("after Purge: %+v, %v; want the fresh message only", st, err)

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -250,43 +249,6 @@ func BenchmarkIdleScans(b *testing.B) {
 	}
 }
 
-// queueCycle is what RetrySpool does for one message processed
-// successfully, with its defaults: enqueue (StoreData, StoreMeta incoming),
-// scheduler (MoveToState incoming -> active), worker (GetMeta,
-// GetDataReader and read, GetMeta again), then DeleteData and DeleteMeta.
-func queueCycle(ctx context.Context, data datastorage.Backend, meta metastorage.Backend, id string, body []byte) error {
-	if _, err := data.StoreData(ctx, id, bytes.NewReader(body)); err != nil {
-		return err
-	}
-	now := time.Now()
-	if err := meta.StoreMeta(ctx, id, metastorage.MessageMetadata{ID: id, State: metastorage.StateIncoming, MaxAttempts: 3,
-		NextRetry: now, Created: now, Updated: now, Size: int64(len(body)), Headers: map[string]string{"to": "x@example.com"}}); err != nil {
-		return err
-	}
-	if err := meta.MoveToState(ctx, id, metastorage.StateIncoming, metastorage.StateActive); err != nil {
-		return err
-	}
-	if _, err := meta.GetMeta(ctx, id); err != nil {
-		return err
-	}
-	r, err := data.GetDataReader(ctx, id)
-	if err != nil {
-		return err
-	}
-	_, err = io.Copy(io.Discard, r)
-	r.Close()
-	if err != nil {
-		return err
-	}
-	if _, err := meta.GetMeta(ctx, id); err != nil {
-		return err
-	}
-	if err := data.DeleteData(ctx, id); err != nil {
-		return err
-	}
-	return meta.DeleteMeta(ctx, id)
-}
-
 // BenchmarkQueueCycle runs queueCycle with 16 workers, 1 KiB bodies, a
 // random tenant of 1, 100 or 1 000 per cycle, one pinned data backend and
 // one pinned metadata backend per tenant, all on one pool of 16; it
@@ -315,7 +277,7 @@ func BenchmarkQueueCycle(b *testing.B) {
 						return err
 					}
 					datas[i], metas[i] = d, m
-					return queueCycle(context.Background(), d, m, "warm", body) // creates and caches the tenant
+					return conformance.QueueCycle(context.Background(), d, m, "warm", body) // creates and caches the tenant
 				})
 				defer func() {
 					for i := range n {
@@ -340,7 +302,7 @@ func BenchmarkQueueCycle(b *testing.B) {
 							for i := 0; time.Now().Before(end); i++ {
 								k := (w*7919 + i*31) % n
 								t0 := time.Now()
-								if err := queueCycle(context.Background(), datas[k], metas[k], fmt.Sprintf("c%d-%d", w, i), body); err != nil {
+								if err := conformance.QueueCycle(context.Background(), datas[k], metas[k], fmt.Sprintf("c%d-%d", w, i), body); err != nil {
 									failures.Add(1)
 									b.Error(err)
 									return

@@ -60,7 +60,19 @@ func (d *brokenDB) Query(ctx context.Context, sql string, args ...any) (pgx.Rows
 func (d *brokenDB) Begin(ctx context.Context) (pgx.Tx, error) { return d.pool.Begin(ctx) }
 
 func (d *brokenDB) SendBatch(ctx context.Context, b *pgx.Batch) pgx.BatchResults {
-	return d.pool.SendBatch(ctx, b)
+	db, done := d.db(ctx)
+	return doneBatch{db.SendBatch(ctx, b), done}
+}
+
+// doneBatch releases the broken connection when the batch is closed.
+type doneBatch struct {
+	pgx.BatchResults
+	done func()
+}
+
+func (b doneBatch) Close() error {
+	defer b.done()
+	return b.BatchResults.Close()
 }
 
 type doneRow struct {

@@ -26,9 +26,10 @@ const RegistrySchema = "pgtenant"
 const TenantColumn = "tenant_id"
 
 // Derived names start with one of these prefixes: tenants' schemas and
-// tables ("t_", "h_"), chunk tables ("c_") and metadata tables ("m_").
-// Names chosen by an operator may not, so the two never meet.
-var reservedPrefixes = []string{"t_", "h_", "c_", "m_"}
+// tables ("t_", "h_"), chunk tables ("c_"), metadata tables ("m_") and the
+// tenant-state tables of shared tables ("s_"). Names chosen by an operator
+// may not, so the two never meet.
+var reservedPrefixes = []string{"t_", "h_", "c_", "m_", "s_"}
 
 // Table is a schema-qualified table name. Both parts are valid, lower-case
 // identifiers; use Sanitize to put it into SQL.
@@ -46,8 +47,8 @@ type Table struct {
 // used, so existing tables are found. Refused, so that an operator's choice
 // can never collide with a name pgtenant derives or owns: schemas starting
 // with "pg_" (PostgreSQL's), the registry's schema "pgtenant", and schemas or
-// tables starting with "t_", "h_", "c_" or "m_" (tenants' schemas and tables,
-// chunk and metadata tables).
+// tables starting with "t_", "h_", "c_", "m_" or "s_" (tenants' schemas and tables,
+// chunk, metadata and tenant-state tables).
 func ParseTable(name, defaultSchema string) (Table, error) {
 	schemaName, tableName, found := strings.Cut(name, ".")
 	if !found {
@@ -127,6 +128,12 @@ func (t Table) Chunks() Table { return t.derived("c_") }
 // Meta returns the table that holds the RetrySpool metadata of t's
 // messages: "m_" + t's name, in t's schema.
 func (t Table) Meta() Table { return t.derived("m_") }
+
+// State returns the table that holds the state of each tenant of a shared
+// table t ("active" or "deleted"), beside t and distributed like it on
+// Citus, so that every statement on a tenant's rows checks the tenant's
+// state on the node that holds them: "s_" + t's name, in t's schema.
+func (t Table) State() Table { return t.derived("s_") }
 
 // derived returns prefix + t's name in t's schema, shortened with a hash of
 // t's name when that would exceed 63 bytes, so that two tables never share a

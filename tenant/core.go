@@ -116,8 +116,9 @@ func (c *core) close() {
 // tenant's registry row.
 func (c *core) compile(id string, p schema.Placement) (*entry, error) {
 	store, tenant := c.reg.GuardArgs(id)
+	g := registry.GuardsOf(p)
 	t := engine.Target{Table: p.Table, Partition: p.Partition,
-		Guard: &engine.Guard{Read: registry.ReadGuard, Write: registry.WriteGuard, Store: store, Tenant: tenant}}
+		Guard: &engine.Guard{Read: g.Read, Write: g.Write, Insert: g.Insert, Key: g.Key, Store: store, Tenant: tenant}}
 	db := c.conns.forTenant(id)
 	data, err := engine.NewStore(db, t, c.opts)
 	if err != nil {

@@ -534,6 +534,11 @@ func (f *Factory) listenConfig() (*pgx.ConnConfig, error) {
 // on, or wraps the caller's pool.
 func (f *Factory) openConns(ctx context.Context) (*conns, error) {
 	if f.pool != nil {
+		// Pipelines (a write and its clean-up, quota'd writes) run in the
+		// pool's own default mode.
+		if err := engine.CheckExecMode(f.pool.Config().ConnConfig.DefaultQueryExecMode); err != nil {
+			return nil, fmt.Errorf("WithPool: the pool's default exec mode: %w", err)
+		}
 		return &conns{pool: f.pool}, nil
 	}
 	if f.affinity == 0 {

@@ -1,15 +1,18 @@
 package conformance
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"sort"
 	"testing"
 	"time"
 
+	datastorage "schneider.vip/retryspool/storage/data"
 	metastorage "schneider.vip/retryspool/storage/meta"
 )
 
@@ -423,4 +426,41 @@ func testMetaClosed(t *testing.T, b metastorage.Backend, ctx context.Context) {
 	want("ListMessages", err)
 	_, err = b.NewMessageIterator(ctx, metastorage.StateIncoming, 1)
 	want("NewMessageIterator", err)
+}
+
+// QueueCycle is what RetrySpool does for one message processed
+// successfully, with its defaults: enqueue (StoreData, StoreMeta
+// incoming), scheduler (MoveToState incoming -> active), worker (GetMeta,
+// GetDataReader and read, GetMeta again), then DeleteData and DeleteMeta.
+func QueueCycle(ctx context.Context, data datastorage.Backend, meta metastorage.Backend, id string, body []byte) error {
+	if _, err := data.StoreData(ctx, id, bytes.NewReader(body)); err != nil {
+		return err
+	}
+	now := time.Now()
+	if err := meta.StoreMeta(ctx, id, metastorage.MessageMetadata{ID: id, State: metastorage.StateIncoming, MaxAttempts: 3,
+		NextRetry: now, Created: now, Updated: now, Size: int64(len(body)), Headers: map[string]string{"to": "x@example.com"}}); err != nil {
+		return err
+	}
+	if err := meta.MoveToState(ctx, id, metastorage.StateIncoming, metastorage.StateActive); err != nil {
+		return err
+	}
+	if _, err := meta.GetMeta(ctx, id); err != nil {
+		return err
+	}
+	r, err := data.GetDataReader(ctx, id)
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(io.Discard, r)
+	r.Close()
+	if err != nil {
+		return err
+	}
+	if _, err := meta.GetMeta(ctx, id); err != nil {
+		return err
+	}
+	if err := data.DeleteData(ctx, id); err != nil {
+		return err
+	}
+	return meta.DeleteMeta(ctx, id)
 }

@@ -96,6 +96,40 @@ func MetaTable(t schema.Table, shared bool) []string {
 	}
 }
 
+// StateTable returns the statements that create the tenant-state table of
+// a shared table t, t.State(), if missing: one row per tenant of t, with
+// its state ('active' or 'deleted'), which every statement on the tenant's
+// rows checks (see registry.Guards). The unique index on (tenant_id,
+// state) makes state a key column: an UPDATE of it takes the row's FOR
+// UPDATE lock, which waits for the writes in flight that hold it FOR KEY
+// SHARE, on every node that has the row.
+func StateTable(t schema.Table) []string {
+	s := t.State()
+	return []string{
+		"CREATE TABLE IF NOT EXISTS " + s.Sanitize() + " (" + schema.TenantColumn + " pg_catalog.text NOT NULL PRIMARY KEY," +
+			" state pg_catalog.text NOT NULL CHECK (state OPERATOR(pg_catalog.=) 'active' OR state OPERATOR(pg_catalog.=) 'deleted'))",
+		"CREATE UNIQUE INDEX IF NOT EXISTS " + quote(IndexName(s, "state")) + " ON " + s.Sanitize() + " (" + schema.TenantColumn + ", state)",
+	}
+}
+
+// sharedState creates the tenant-state table of a shared table t and fills
+// it from the registry (registry is its quoted name, store the layout's
+// key there); a table at version 5 or later has it already. Per-tenant
+// tables have none: their guard reads the registry.
+func sharedState(t schema.Table, shared bool, registry, store string) Step {
+	if !shared {
+		return Step{}
+	}
+	s := t.State().Sanitize()
+	return Step{
+		Done:     "SELECT pg_catalog.to_regclass($1::pg_catalog.text) IS NOT NULL",
+		DoneArgs: []any{s},
+		SQL: append(StateTable(t),
+			"INSERT INTO "+s+" ("+schema.TenantColumn+", state) SELECT tenant_id, state FROM "+registry+
+				" WHERE store OPERATOR(pg_catalog.=) "+literal(store)+" ON CONFLICT DO NOTHING"),
+	}
+}
+
 // metaBytes converts a metadata table of version 3 (text, jsonb and INT
 // columns) to the layout of MetaTable. The text columns become their
 // UTF-8 bytes, which is what they held; a jsonb object of headers becomes

@@ -38,7 +38,17 @@ var migrations = []migration{
 		name:    "metadata kept byte for byte (bytea strings and headers) with BIGINT integers",
 		step:    metaBytes,
 	},
+	{
+		version: 5,
+		name:    "a tenant-state table beside each shared table, which its statements' guards read on the node that holds the rows",
+		step: func(t schema.Table, shared bool) Step {
+			return sharedState(t, shared, RegistryTable.Sanitize(), schema.Layout{Mode: schema.SharedTable, Base: t}.Store())
+		},
+	},
 }
+
+// RegistryTable is the tenant registry, pgtenant.tenants.
+var RegistryTable = schema.Table{Schema: schema.RegistrySchema, Name: "tenants"}
 
 // Migrate returns the steps that bring message table t, shared by tenants
 // or not, from version from to schema.CurrentVersion.

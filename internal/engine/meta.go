@@ -35,9 +35,9 @@ type MetaStore struct {
 	maxSize int64
 	base    values
 
-	put, update, get, del, move        stmt.Stmt[values]
-	firstPage, nextPage, counts, purge stmt.Stmt[values]
-	list                               map[string]stmt.Stmt[values] // by sort key and order
+	put, update, get, del, move, exists stmt.Stmt[values]
+	firstPage, nextPage, counts, purge  stmt.Stmt[values]
+	list                                map[string]stmt.Stmt[values] // by sort key and order
 }
 
 // NewMetaStore returns a MetaStore for t's metadata table over db; it
@@ -58,6 +58,7 @@ func NewMetaStore(db pg.DB, t Target, mode pgx.QueryExecMode, maxSize int64) (*M
 	m.get = c.compile(metaGetSQL)
 	m.del = c.compile(metaDeleteSQL)
 	m.move = c.compile(metaMoveSQL)
+	m.exists = c.compile(metaExistsSQL)
 	m.firstPage = c.compile(metaFirstPageSQL)
 	m.nextPage = c.compile(metaNextPageSQL)
 	m.counts = c.compile(metaCountsSQL)
@@ -246,17 +247,18 @@ func (m *MetaStore) Move(ctx context.Context, id string, from, to metastorage.Qu
 	v := m.call(id)
 	v.fromState, v.toState = int16(from), int16(to)
 	return retry(ctx, writes, func() error {
-		var (
-			moved  int64
-			exists bool
-		)
-		if err := m.db.QueryRow(ctx, m.move.SQL, m.move.Args(m.mode, v)...).Scan(&moved, &exists); err != nil {
+		tag, err := m.db.Exec(ctx, m.move.SQL, m.move.Args(m.mode, v)...)
+		if err != nil {
 			return translate(err)
 		}
-		switch {
-		case moved == 1:
+		if tag.RowsAffected() == 1 {
 			return nil
-		case !exists:
+		}
+		var exists bool
+		if err := m.db.QueryRow(ctx, m.exists.SQL, m.exists.Args(m.mode, v)...).Scan(&exists); err != nil {
+			return translate(err)
+		}
+		if !exists {
 			return metaNotFound(id)
 		}
 		return fmt.Errorf("%w: %q is not %s", metastorage.ErrStateConflict, id, from)
@@ -369,12 +371,12 @@ func (m *MetaStore) Purge(ctx context.Context, before time.Time) (int64, error) 
 	v := m.call("")
 	v.before, v.limit = before, PurgeBatch
 	for {
-		var n int64
-		if err := m.db.QueryRow(ctx, m.purge.SQL, m.purge.Args(m.mode, v)...).Scan(&n); err != nil {
+		tag, err := m.db.Exec(ctx, m.purge.SQL, m.purge.Args(m.mode, v)...)
+		if err != nil {
 			return total, translate(err)
 		}
-		total += n
-		if n < PurgeBatch {
+		total += tag.RowsAffected()
+		if tag.RowsAffected() < PurgeBatch {
 			return total, nil
 		}
 	}

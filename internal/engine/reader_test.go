@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/pgtenant/pgtenant/internal/ddl"
 	"github.com/pgtenant/pgtenant/internal/testdb"
 	"github.com/pgtenant/pgtenant/schema"
@@ -35,14 +36,9 @@ func stores(t *testing.T) map[string]*Store {
 		t.Fatal(err)
 	}
 	shared := schema.Table{Schema: "public", Name: "shared"}
-	tx, err := pool.Begin(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := ddl.Run(ctx, tx, ddl.Shared(shared)...); err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Commit(ctx); err != nil {
+	if err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+		return ddl.Run(ctx, tx, ddl.Step{SQL: ddl.Table(shared, true)})
+	}); err != nil {
 		t.Fatal(err)
 	}
 	out := map[string]*Store{}

@@ -40,6 +40,7 @@ type values struct {
 	since                           *time.Time
 	listLimit                       *int64
 	offset                          int64
+	ids                             []string
 }
 
 var fields = stmt.Fields[values]{
@@ -73,29 +74,42 @@ var fields = stmt.Fields[values]{
 	"since":         func(v *values) any { return v.since },
 	"list_limit":    func(v *values) any { return v.listLimit },
 	"offset":        func(v *values) any { return v.offset },
+	"ids":           func(v *values) any { return v.ids },
 }
 
 // The statements on a target's message table {table} and its chunk table
 // {chunks}. Every statement reads only the target's rows ({row}: the
 // message's; {tenant_rows}: all of the target's) and carries the guard
-// ({read_guard}, {write_guard}: "true" without one). Timestamps are bound
-// (@now), never computed by the server in a statement that writes: Citus
-// mis-deparses a stable function in an INSERT ... SELECT that reads a
-// reference table, and refuses non-immutable functions in DO UPDATE SET.
+// ({read_guard}, {write_guard}: "true" without one; a guarded INSERT ...
+// SELECT selects {insert_key} and follows its select list with
+// {insert_source}). Rules that Citus imposes, proven on a cluster by
+// integration/citus: timestamps are bound (@now), never computed by the
+// server in a statement that writes (Citus mis-deparses a stable function
+// in an INSERT ... SELECT that reads a reference table, and refuses
+// non-immutable functions in DO UPDATE SET); and no data-modifying WITH
+// query sits beside a guard (a distributed schema's single-shard table
+// then reaches its worker with the reference table unresolved): a write
+// and the chunk clean-up that follows it are two statements of one
+// pipeline (one round trip, one implicit transaction), the write first,
+// so that the message row is locked before the chunk rows, as in every
+// write.
 const (
-	// putSQL stores a body inline, replacing any earlier version. The
-	// pieces of an earlier chunked version go too: the CTE runs after the
-	// INSERT, so the message row is locked before the chunk rows, as in
-	// every write.
-	putSQL = `WITH gone AS (DELETE FROM {chunks} WHERE {row})
-INSERT INTO {table} ({key_cols}message_id, data, size, created, updated, chunked_version)
-SELECT {key_val}@message_id::VARCHAR, @data::pg_catalog.bytea, @size::BIGINT, @now::pg_catalog.timestamptz, @now::pg_catalog.timestamptz, NULL::BIGINT
-WHERE {write_guard}
+	// putSQL stores a body inline, replacing any earlier version; the
+	// pieces of an earlier chunked version go with chunkCleanAllSQL after
+	// it.
+	putSQL = `INSERT INTO {table} ({key_cols}message_id, data, size, created, updated, chunked_version)
+SELECT {insert_key}@message_id::VARCHAR, @data::pg_catalog.bytea, @size::BIGINT, @now::pg_catalog.timestamptz, @now::pg_catalog.timestamptz, NULL::BIGINT
+{insert_source}
 ON CONFLICT ({conflict}) DO UPDATE SET data = EXCLUDED.data, size = EXCLUDED.size, updated = EXCLUDED.updated, chunked_version = EXCLUDED.chunked_version`
+
+	// chunkCleanAllSQL removes every piece of the message.
+	chunkCleanAllSQL = `DELETE FROM {chunks} WHERE {row}`
 
 	// quotaPutSQL is putSQL under a quota (package quota): it writes only
 	// if the usage charged for it stays within the limits, and returns
-	// whether it wrote and the usage the write came to.
+	// whether it wrote and the usage the write came to. The usage row is
+	// locked before (see quota.LockSQL), so the registry, not the guard,
+	// decides whether the tenant takes writes.
 	quotaPutSQL = `WITH {charge},
 put AS (INSERT INTO {table} ({key_cols}message_id, data, size, created, updated, chunked_version)
 	SELECT {key_val}@message_id::VARCHAR, @data::pg_catalog.bytea, @size::BIGINT, @now::pg_catalog.timestamptz, @now::pg_catalog.timestamptz, NULL::BIGINT
@@ -108,8 +122,8 @@ SELECT EXISTS (SELECT 1 FROM put), (SELECT bytes FROM next), (SELECT messages FR
 	// chunkedPutSQL points the message row at a streamed body's pieces,
 	// version @version, on the streaming transaction's commit.
 	chunkedPutSQL = `INSERT INTO {table} ({key_cols}message_id, data, size, created, updated, chunked_version)
-SELECT {key_val}@message_id::VARCHAR, ''::pg_catalog.bytea, @size::BIGINT, @now::pg_catalog.timestamptz, @now::pg_catalog.timestamptz, @version::BIGINT
-WHERE {write_guard}
+SELECT {insert_key}@message_id::VARCHAR, ''::pg_catalog.bytea, @size::BIGINT, @now::pg_catalog.timestamptz, @now::pg_catalog.timestamptz, @version::BIGINT
+{insert_source}
 ON CONFLICT ({conflict}) DO UPDATE SET data = EXCLUDED.data, size = EXCLUDED.size, updated = EXCLUDED.updated, chunked_version = EXCLUDED.chunked_version`
 
 	// quotaChunkedPutSQL is chunkedPutSQL under a quota.
@@ -139,9 +153,9 @@ VALUES ({key_val}@message_id::VARCHAR, @version::BIGINT, @seq::INT, @data::pg_ca
 	// pieces.
 	getSQL = `SELECT data, size, chunked_version FROM {table} WHERE {row} AND {read_guard}`
 
-	// deleteSQL removes a message and its pieces.
-	deleteSQL = `WITH gone AS (DELETE FROM {chunks} WHERE {row})
-DELETE FROM {table} WHERE {row} AND {read_guard} RETURNING size`
+	// deleteSQL removes a message; its pieces go with chunkCleanAllSQL
+	// after it.
+	deleteSQL = `DELETE FROM {table} WHERE {row} AND {read_guard} RETURNING size`
 
 	// quotaDeleteSQL is deleteSQL under a quota: the usage is refunded.
 	quotaDeleteSQL = `WITH gone_rows AS (DELETE FROM {table} WHERE {row} AND {read_guard} RETURNING size),
@@ -154,12 +168,24 @@ SELECT size FROM gone_rows`
 FROM {table} WHERE {tenant_rows} AND {read_guard}`
 
 	// purgeSQL deletes the oldest batch not updated since @before (by the
-	// updated index), with their pieces.
-	purgeSQL = `WITH gone_rows AS (DELETE FROM {table} m
+	// updated index) and returns their ids and sizes; their pieces go with
+	// purgeChunksSQL, in the same transaction.
+	purgeSQL = `DELETE FROM {table} m
+USING (SELECT {key_list} FROM {table} WHERE {tenant_rows} AND updated OPERATOR(pg_catalog.<) @before::pg_catalog.timestamptz AND {read_guard}
+	ORDER BY updated LIMIT @limit::BIGINT) v
+WHERE {match} RETURNING m.message_id, m.size`
+
+	// purgeChunksSQL removes the pieces of the messages @ids.
+	purgeChunksSQL = `DELETE FROM {chunks} WHERE {tenant_rows} AND message_id OPERATOR(pg_catalog.=) ANY (@ids::VARCHAR[])`
+
+	// quotaPurgeSQL is purgeSQL under a quota, with the pieces and the
+	// refund of the usage in the same statement.
+	quotaPurgeSQL = `WITH gone_rows AS (DELETE FROM {table} m
 	USING (SELECT {key_list} FROM {table} WHERE {tenant_rows} AND updated OPERATOR(pg_catalog.<) @before::pg_catalog.timestamptz AND {read_guard}
 		ORDER BY updated LIMIT @limit::BIGINT) v
 	WHERE {match} RETURNING {returned}),
-gone AS (DELETE FROM {chunks} c USING gone_rows v WHERE {chunk_match}){refund_cte}
+gone AS (DELETE FROM {chunks} c USING gone_rows v WHERE {chunk_match}),
+{refund}
 SELECT pg_catalog.count(*), COALESCE(pg_catalog.sum(size), 0)::BIGINT FROM gone_rows`
 )
 
@@ -170,10 +196,10 @@ const (
 
 	// metaPutSQL stores a message's metadata, replacing what was there.
 	metaPutSQL = `INSERT INTO {meta} ({key_cols}` + metaCols + `)
-SELECT {key_val}@message_id::VARCHAR, @meta_id::pg_catalog.bytea, @state::SMALLINT, @attempts::BIGINT, @max_attempts::BIGINT,
+SELECT {insert_key}@message_id::VARCHAR, @meta_id::pg_catalog.bytea, @state::SMALLINT, @attempts::BIGINT, @max_attempts::BIGINT,
 	@next_retry::pg_catalog.timestamptz, @created::pg_catalog.timestamptz, @now::pg_catalog.timestamptz, @last_error::pg_catalog.bytea,
 	@size::BIGINT, @priority::BIGINT, @headers::pg_catalog.bytea[], @retry_policy::pg_catalog.bytea
-WHERE {write_guard}
+{insert_source}
 ON CONFLICT ({conflict}) DO UPDATE SET meta_id = EXCLUDED.meta_id, state = EXCLUDED.state, attempts = EXCLUDED.attempts,
 	max_attempts = EXCLUDED.max_attempts, next_retry = EXCLUDED.next_retry, created = EXCLUDED.created, updated = EXCLUDED.updated,
 	last_error = EXCLUDED.last_error, size = EXCLUDED.size, priority = EXCLUDED.priority, headers = EXCLUDED.headers,
@@ -189,11 +215,13 @@ WHERE {row} AND {write_guard}`
 	metaGetSQL    = `SELECT ` + metaCols + ` FROM {meta} WHERE {row} AND {read_guard}`
 	metaDeleteSQL = `DELETE FROM {meta} WHERE {row} AND {read_guard} RETURNING state`
 
-	// metaMoveSQL is a compare and swap in one statement: the update when
-	// the message is in @from_state, and whether it exists at all.
-	metaMoveSQL = `WITH moved AS (UPDATE {meta} SET state = @to_state::SMALLINT, updated = @now::pg_catalog.timestamptz
-	WHERE {row} AND state OPERATOR(pg_catalog.=) @from_state::SMALLINT AND {write_guard} RETURNING 1)
-SELECT (SELECT pg_catalog.count(*) FROM moved), EXISTS (SELECT 1 FROM {meta} WHERE {row} AND {read_guard})`
+	// metaMoveSQL is a compare and swap in one statement: the update
+	// happens only if the message is in @from_state when it runs. When it
+	// moves nothing, metaExistsSQL tells a missing message from a
+	// conflict.
+	metaMoveSQL = `UPDATE {meta} SET state = @to_state::SMALLINT, updated = @now::pg_catalog.timestamptz
+WHERE {row} AND state OPERATOR(pg_catalog.=) @from_state::SMALLINT AND {write_guard}`
+	metaExistsSQL = `SELECT EXISTS (SELECT 1 FROM {meta} WHERE {row} AND {read_guard})`
 
 	// metaFirstPageSQL and metaNextPageSQL page through a state by key,
 	// (created, message_id).
@@ -215,11 +243,12 @@ ORDER BY created, message_id LIMIT @limit::BIGINT`
 SELECT (SELECT pg_catalog.count(*) FROM f),
 	ARRAY(SELECT message_id FROM f ORDER BY {sort} {dir}, message_id {dir} LIMIT @list_limit::BIGINT OFFSET @offset::BIGINT)`
 
-	metaPurgeSQL = `WITH gone_rows AS (DELETE FROM {meta} m
-	USING (SELECT {key_list} FROM {meta} WHERE {tenant_rows} AND updated OPERATOR(pg_catalog.<) @before::pg_catalog.timestamptz AND {read_guard}
-		ORDER BY updated LIMIT @limit::BIGINT) v
-	WHERE {match} RETURNING m.message_id)
-SELECT pg_catalog.count(*) FROM gone_rows`
+	// metaPurgeSQL deletes a batch of the oldest metadata not updated
+	// since @before.
+	metaPurgeSQL = `DELETE FROM {meta} m
+USING (SELECT {key_list} FROM {meta} WHERE {tenant_rows} AND updated OPERATOR(pg_catalog.<) @before::pg_catalog.timestamptz AND {read_guard}
+	ORDER BY updated LIMIT @limit::BIGINT) v
+WHERE {match}`
 )
 
 // listSorts are ListMessages' sort keys and the columns they sort by.
@@ -228,26 +257,28 @@ var listSorts = map[string]string{"created": "created", "updated": "updated", "p
 // parts are the template parts of target t.
 func (t Target) parts() map[string]string {
 	p := map[string]string{
-		"table":       t.Table.Sanitize(),
-		"chunks":      t.Table.Chunks().Sanitize(),
-		"meta":        t.Table.Meta().Sanitize(),
-		"key_cols":    "",
-		"key_val":     "",
-		"tenant_rows": "true",
-		"row":         "message_id OPERATOR(pg_catalog.=) @message_id",
-		"conflict":    "message_id",
-		"key_list":    "message_id",
-		"match":       "m.message_id OPERATOR(pg_catalog.=) v.message_id",
-		"chunk_match": "c.message_id OPERATOR(pg_catalog.=) v.message_id",
-		"returned":    "m.message_id, m.size",
-		"read_guard":  "true",
-		"write_guard": "true",
-		"refund_cte":  "",
+		"table":         t.Table.Sanitize(),
+		"chunks":        t.Table.Chunks().Sanitize(),
+		"meta":          t.Table.Meta().Sanitize(),
+		"key_cols":      "",
+		"key_val":       "",
+		"tenant_rows":   "true",
+		"row":           "message_id OPERATOR(pg_catalog.=) @message_id",
+		"conflict":      "message_id",
+		"key_list":      "message_id",
+		"match":         "m.message_id OPERATOR(pg_catalog.=) v.message_id",
+		"chunk_match":   "c.message_id OPERATOR(pg_catalog.=) v.message_id",
+		"returned":      "m.message_id, m.size",
+		"read_guard":    "true",
+		"write_guard":   "true",
+		"insert_key":    "",
+		"insert_source": "",
 	}
 	if t.Partition != "" {
 		col := schema.TenantColumn
 		p["key_cols"] = col + ", "
 		p["key_val"] = "@tenant_id::pg_catalog.text, "
+		p["insert_key"] = p["key_val"]
 		p["tenant_rows"] = col + " OPERATOR(pg_catalog.=) @tenant_id"
 		p["row"] = col + " OPERATOR(pg_catalog.=) @tenant_id AND message_id OPERATOR(pg_catalog.=) @message_id"
 		p["conflict"] = col + ", message_id"
@@ -256,8 +287,11 @@ func (t Target) parts() map[string]string {
 		p["chunk_match"] += " AND c." + col + " OPERATOR(pg_catalog.=) v." + col
 		p["returned"] += ", m." + col
 	}
-	if t.Guard != nil {
-		p["read_guard"], p["write_guard"] = t.Guard.Read, t.Guard.Write
+	if g := t.Guard; g != nil {
+		p["read_guard"], p["write_guard"], p["insert_source"] = g.Read, g.Write, g.Insert
+		if t.Partition != "" {
+			p["insert_key"] = g.Key
+		}
 	}
 	for k, v := range quota.Parts {
 		p[k] = v
@@ -304,15 +338,18 @@ func Statements(t Target, o Options) ([]stmt.Named, error) {
 		return nil, err
 	}
 	out := []stmt.Named{
-		s.put.Named("data.put"), s.chunkInsert.Named("data.chunk_insert"), s.chunkedPut.Named("data.chunked_put"),
-		s.chunkClean.Named("data.chunk_clean"), s.probe.Named("data.probe"), s.get.Named("data.get"),
+		s.put.Named("data.put"), s.chunkCleanAll.Named("data.chunk_clean_all"), s.chunkInsert.Named("data.chunk_insert"),
+		s.chunkedPut.Named("data.chunked_put"), s.chunkClean.Named("data.chunk_clean"), s.probe.Named("data.probe"), s.get.Named("data.get"),
 		s.chunkScan.Named("data.chunk_scan"), s.del.Named("data.delete"), s.stats.Named("data.stats"), s.purge.Named("data.purge"),
+	}
+	if !o.Quota.Set() {
+		out = append(out, s.purgeChunks.Named("data.purge_chunks"))
 	}
 	if o.Quota.Set() {
 		out = append(out, s.lock.Named("data.quota_lock"))
 	}
 	out = append(out, m.put.Named("meta.put"), m.update.Named("meta.update"), m.get.Named("meta.get"), m.del.Named("meta.delete"),
-		m.move.Named("meta.move"), m.firstPage.Named("meta.first_page"), m.nextPage.Named("meta.next_page"),
+		m.move.Named("meta.move"), m.exists.Named("meta.exists"), m.firstPage.Named("meta.first_page"), m.nextPage.Named("meta.next_page"),
 		m.counts.Named("meta.counts"), m.purge.Named("meta.purge"))
 	for _, name := range []string{"created", "updated", "priority", "attempts"} {
 		for _, dir := range []string{"ASC", "DESC"} {

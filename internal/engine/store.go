@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/internal/quota"
 	"github.com/pgtenant/pgtenant/internal/stmt"
@@ -57,12 +58,16 @@ type Target struct {
 	Guard *Guard
 }
 
-// Guard is a condition on the target's owner: Read and Write are SQL
-// conditions built from validated, quoted identifiers only, whose
-// parameters are @store and @tenant, bound to Store and Tenant. Write may
-// lock what it reads until the write commits.
+// Guard is a condition on the target's owner, built from validated,
+// quoted identifiers only (see registry.GuardsOf). Read and Write are SQL
+// conditions; Write may lock what it reads until the write commits. A
+// guarded INSERT ... SELECT follows its select list with Insert (a FROM
+// clause, or WHERE and the condition), and in a shared table selects Key
+// as the tenant column's value. Their parameters are @store and @tenant,
+// bound to Store and Tenant, and the target's @tenant_id.
 type Guard struct {
 	Read, Write   string
+	Insert, Key   string
 	Store, Tenant string
 }
 
@@ -78,8 +83,8 @@ type Store struct {
 	base      values // the target's values
 	lock      stmt.Stmt[values]
 
-	put, chunkedPut, chunkInsert, chunkClean, probe, chunkScan stmt.Stmt[values]
-	get, del, stats, purge                                     stmt.Stmt[values]
+	put, chunkCleanAll, chunkedPut, chunkInsert, chunkClean, probe, chunkScan stmt.Stmt[values]
+	get, del, stats, purge, purgeChunks                                       stmt.Stmt[values]
 }
 
 // NewStore returns a Store for t over db.
@@ -101,6 +106,7 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 		quota: o.Quota, base: t.values(o.Quota)}
 	c := &compiler{parts: t.parts()}
 	s.chunkInsert = c.compile(chunkInsertSQL)
+	s.chunkCleanAll = c.compile(chunkCleanAllSQL)
 	s.chunkClean = c.compile(chunkCleanSQL)
 	s.probe = c.compile(probeSQL)
 	s.chunkScan = c.compile(chunkScanSQL)
@@ -111,12 +117,13 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 		s.put = c.compile(quotaPutSQL)
 		s.chunkedPut = c.compile(quotaChunkedPutSQL)
 		s.del = c.compile(quotaDeleteSQL)
-		s.purge = c.compile(purgeSQL, "refund_cte", ",\n{refund}")
+		s.purge = c.compile(quotaPurgeSQL)
 	} else {
 		s.put = c.compile(putSQL)
 		s.chunkedPut = c.compile(chunkedPutSQL)
 		s.del = c.compile(deleteSQL)
 		s.purge = c.compile(purgeSQL)
+		s.purgeChunks = c.compile(purgeChunksSQL)
 	}
 	if c.err != nil {
 		return nil, c.err
@@ -178,6 +185,26 @@ func (s *Store) lockedRow(ctx context.Context, db pg.DB, st stmt.Stmt[values], v
 	return err
 }
 
+// then runs st with v and, with cleanup, the removal of the message's
+// pieces after it, in one pipeline: one round trip and one implicit
+// transaction, st's locks first. read reads st's result.
+func (s *Store) then(ctx context.Context, db pg.DB, st stmt.Stmt[values], v *values, cleanup bool, read func(pgx.BatchResults) error) error {
+	b := &pgx.Batch{}
+	b.Queue(st.SQL, st.Args(nil, v)...)
+	if cleanup {
+		b.Queue(s.chunkCleanAll.SQL, s.chunkCleanAll.Args(nil, v)...)
+	}
+	br := db.SendBatch(ctx, b)
+	err := read(br)
+	if err == nil && cleanup {
+		_, err = br.Exec()
+	}
+	if cerr := br.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
 // charged turns the result of a quota'd write into its error: nil when it
 // wrote, ErrGuardFailed when the owner refuses writes (no usage: the
 // guard), else the limit's *quota.Error.
@@ -215,14 +242,19 @@ func (s *Store) Put(ctx context.Context, id string, data []byte) error {
 		}
 		v := s.call(id)
 		v.data, v.size = data, int64(len(data))
-		return s.write(ctx, s.db, s.put, v)
+		return s.write(ctx, s.db, s.put, v, true)
 	})
 }
 
-// write runs a put statement (inline or chunked) with v.
-func (s *Store) write(ctx context.Context, db pg.DB, st stmt.Stmt[values], v *values) error {
+// write runs a put statement (inline or chunked) with v; with cleanup
+// the message's pieces go too, in the same round trip and transaction.
+func (s *Store) write(ctx context.Context, db pg.DB, st stmt.Stmt[values], v *values, cleanup bool) error {
 	if !s.quota.Set() {
-		tag, err := db.Exec(ctx, st.SQL, st.Args(s.mode, v)...)
+		var tag pgconn.CommandTag
+		err := s.then(ctx, db, st, v, cleanup, func(br pgx.BatchResults) (err error) {
+			tag, err = br.Exec()
+			return err
+		})
 		if err != nil {
 			return translate(err)
 		}
@@ -260,8 +292,15 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		return err
 	}
 	return retry(ctx, writes, func() error {
-		var size int64
-		err := s.lockedRow(ctx, s.db, s.del, s.call(id), &size)
+		var (
+			size int64
+			err  error
+		)
+		if s.quota.Set() {
+			err = s.lockedRow(ctx, s.db, s.del, s.call(id), &size)
+		} else {
+			err = s.then(ctx, s.db, s.del, s.call(id), true, func(br pgx.BatchResults) error { return br.QueryRow().Scan(&size) })
+		}
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errNotFound(id)
 		}
@@ -353,10 +392,10 @@ const PurgeBatch = 1000
 func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
 	var total int64
 	for {
-		var n, bytes int64
 		v := s.call("")
 		v.before, v.limit = before, PurgeBatch
-		if err := s.lockedRow(ctx, s.db, s.purge, v, &n, &bytes); err != nil {
+		n, err := s.purgeBatch(ctx, v)
+		if err != nil {
 			return total, translate(err)
 		}
 		total += n
@@ -364,4 +403,32 @@ func (s *Store) Purge(ctx context.Context, before time.Time) (int64, error) {
 			return total, nil
 		}
 	}
+}
+
+// purgeBatch deletes one batch of messages and their pieces, and returns
+// how many messages.
+func (s *Store) purgeBatch(ctx context.Context, v *values) (int64, error) {
+	var n, bytes int64
+	if s.quota.Set() {
+		err := s.lockedRow(ctx, s.db, s.purge, v, &n, &bytes)
+		return n, err
+	}
+	err := pgx.BeginFunc(ctx, s.db, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, s.purge.SQL, s.purge.Args(s.mode, v)...)
+		if err != nil {
+			return err
+		}
+		ids, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (string, error) {
+			var id string
+			err := r.Scan(&id, &bytes)
+			return id, err
+		})
+		if err != nil || len(ids) == 0 {
+			return err
+		}
+		n, v.ids = int64(len(ids)), ids
+		_, err = tx.Exec(ctx, s.purgeChunks.SQL, s.purgeChunks.Args(s.mode, v)...)
+		return err
+	})
+	return n, err
 }

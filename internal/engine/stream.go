@@ -283,7 +283,7 @@ func (w *StreamWriter) commit() error {
 	return w.withTx(func(tx pgx.Tx) error {
 		v := s.call(w.id)
 		v.size, v.version = w.n, w.version
-		if err := s.write(w.ctx, tx, s.chunkedPut, v); err != nil {
+		if err := s.write(w.ctx, tx, s.chunkedPut, v, false); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(w.ctx, s.chunkClean.SQL, s.chunkClean.Args(s.mode, v)...); err != nil {

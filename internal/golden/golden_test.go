@@ -25,7 +25,6 @@ var update = flag.Bool("update", false, "rewrite testdata/*.sql")
 func files(t *testing.T) map[string][]stmt.Named {
 	t.Helper()
 	out := map[string][]stmt.Named{}
-	guard := &engine.Guard{Read: registry.ReadGuard, Write: registry.WriteGuard, Store: "store", Tenant: "acme"}
 	for _, mode := range []schema.Isolation{schema.SchemaPerTenant, schema.TablePerTenant, schema.SharedTable} {
 		l, err := schema.NewLayout(mode, "retryspool_data", "public")
 		if err != nil {
@@ -35,7 +34,9 @@ func files(t *testing.T) map[string][]stmt.Named {
 		if err != nil {
 			t.Fatal(err)
 		}
-		target := engine.Target{Table: p.Table, Partition: p.Partition, Guard: guard}
+		g := registry.GuardsOf(p)
+		target := engine.Target{Table: p.Table, Partition: p.Partition,
+			Guard: &engine.Guard{Read: g.Read, Write: g.Write, Insert: g.Insert, Key: g.Key, Store: "store", Tenant: "acme"}}
 		data, err := engine.Statements(target, engine.Options{})
 		if err != nil {
 			t.Fatal(err)
@@ -63,6 +64,7 @@ func files(t *testing.T) map[string][]stmt.Named {
 		all = append(all, data...)
 		for _, s := range quotaed {
 			if s.Name == "data.put" || s.Name == "data.chunked_put" || s.Name == "data.delete" || s.Name == "data.purge" || s.Name == "data.quota_lock" {
+				// the rest are the same with and without a quota
 				s.Name = "quota." + strings.TrimPrefix(s.Name, "data.")
 				all = append(all, s)
 			}
@@ -83,13 +85,15 @@ func files(t *testing.T) map[string][]stmt.Named {
 	plumbing = append(plumbing, stmt.Named{Name: "pg.lock", SQL: pg.LockSQL, Params: []string{"key"}},
 		stmt.Named{Name: "pg.lock_timeout", SQL: pg.LockTimeoutSQL, Params: []string{"timeout"}})
 	out["plumbing"] = plumbing
+	out["citus"] = ddl.CitusStatements(schema.Table{Schema: "public", Name: "retryspool_data"}, ddl.RegistryTable, "t_acme")
 	return out
 }
 
 // common are the registry statements that do not depend on the mode.
 var common = map[string]bool{"registry.lookup": true, "registry.lock": true, "registry.check": true, "registry.ready": true,
 	"registry.put": true, "registry.put_reset": true, "registry.migrated": true, "registry.list": true, "registry.versions": true,
-	"registry.missing_columns": true, "registry.ddl.1": true, "registry.ddl.2": true, "registry.ddl.3": true}
+	"registry.missing_columns": true, "registry.state_key.done": true, "registry.ddl.1": true, "registry.ddl.2": true,
+	"registry.ddl.3": true, "registry.ddl.4": true}
 
 func appendOnce(t *testing.T, list []stmt.Named, s stmt.Named) []stmt.Named {
 	t.Helper()
@@ -150,6 +154,8 @@ var (
 	// unqualifiedFn is a function, aggregate or type that resolves through
 	// search_path when written without pg_catalog.
 	unqualifiedFn = regexp.MustCompile(`(?i)(^|[^._a-z"])(now|count|sum|min|max|coalesce_|to_regclass|pg_notify|pg_advisory_xact_lock|set_config|quote_ident|convert_to|array_agg|jsonb_each_text|cardinality|pg_total_relation_size)\s*\(|(^|[^._a-z"])(text|bytea|timestamptz|jsonb|int8|regtype)\b`)
+	// modifyingWith is a WITH query that writes.
+	modifyingWith = regexp.MustCompile(`(?i)\bAS \((INSERT|UPDATE|DELETE)\b`)
 	// storageParams are a table's storage parameters, name = value.
 	storageParams = regexp.MustCompile(`[a-z_]+ = [0-9.]+`)
 	// volatile are functions a Citus worker must not be sent in a write.
@@ -247,6 +253,10 @@ func TestRules(t *testing.T) {
 			if writes && strings.Contains(upper, "EXISTS (SELECT 1 FROM") && volatile.MatchString(sql) &&
 				!strings.HasPrefix(s.Name, "registry.") {
 				t.Errorf("%s: a write that reads the registry computes a timestamp on the server (Citus mis-deparses it): %s", where, s.SQL)
+			}
+			if !strings.HasPrefix(s.Name, "quota.") && modifyingWith.MatchString(sql) &&
+				(strings.Contains(sql, "FOR KEY SHARE") || strings.Contains(sql, `"pgtenant"."tenants"`)) {
+				t.Errorf("%s: a data-modifying WITH query beside a guard (Citus cannot route it to one node): %s", where, s.SQL)
 			}
 			for _, v := range upserts {
 				if !strings.HasPrefix(v, "EXCLUDED.") {

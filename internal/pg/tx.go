@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -76,14 +77,15 @@ func InTx(ctx context.Context, db DB, key string, fn func(pgx.Tx) error) error {
 	return err
 }
 
-// ExecAll runs statements in order in one round trip and returns the first
-// error.
-func ExecAll(ctx context.Context, db interface {
-	SendBatch(context.Context, *pgx.Batch) pgx.BatchResults
-}, stmts ...string) error {
-	b := &pgx.Batch{}
-	for _, s := range stmts {
-		b.Queue(s)
+// ExecAll runs statements, which take no parameters (DDL), in order in
+// one round trip and returns the first error. They go as one simple-protocol
+// query, which the server parses statement by statement as it runs them:
+// a statement may use what an earlier one created, and nothing is
+// prepared (which a transaction pooler would mix up).
+func ExecAll(ctx context.Context, db DB, stmts ...string) error {
+	if len(stmts) == 0 {
+		return nil
 	}
-	return db.SendBatch(ctx, b).Close()
+	_, err := db.Exec(ctx, strings.Join(stmts, ";\n"))
+	return err
 }

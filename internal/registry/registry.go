@@ -45,6 +45,7 @@ type Registry struct {
 	store       string
 	lockTimeout time.Duration
 	overview    stmt.Stmt[values] // per layout: the shared tables' counts
+	citus       bool              // the database is a Citus coordinator (found by Setup)
 }
 
 // New returns the Registry of layout over db; lockTimeout bounds the lock
@@ -79,11 +80,48 @@ var registryTable = schema.Table{Schema: schema.RegistrySchema, Name: "tenants"}
 // Setup creates the registry and the layout's shared objects (the shared
 // tables, or the schema of TablePerTenant's tables) if they are missing,
 // and brings an existing registry or shared table of an older release to
-// the current layout.
+// the current layout. On a Citus coordinator it also distributes them
+// (see ddl.CitusRegistry, ddl.CitusShared), whatever
+// citus.enable_schema_based_sharding says.
 func (r *Registry) Setup(ctx context.Context) error {
+	citus, err := ddl.IsCitus(ctx, r.db)
+	if err != nil {
+		return err
+	}
+	r.citus = citus
+	steps, err := r.registrySteps(ctx)
+	if err != nil {
+		return err
+	}
+	// The registry is every store's: its own lock.
+	if err := r.run(ctx, "registry", steps); err != nil {
+		return err
+	}
+	if steps, err = r.layoutSteps(ctx); err != nil {
+		return err
+	}
+	return r.run(ctx, "setup:"+r.store, steps)
+}
+
+// run runs steps in a transaction under the advisory lock for key, with
+// Citus's schema-based sharding off in it: what Setup creates is shared,
+// and distributed as such.
+func (r *Registry) run(ctx context.Context, key string, steps []ddl.Step) error {
+	if len(steps) == 0 {
+		return nil
+	}
+	if r.citus {
+		steps = append([]ddl.Step{{SQL: []string{ddl.NoSchemaSharding}}}, steps...)
+	}
+	return pg.InTx(ctx, r.db, key, func(tx pgx.Tx) error { return ddl.Run(ctx, tx, steps...) })
+}
+
+// registrySteps are what the registry lacks: itself, the columns of later
+// releases, on Citus its distribution as a reference table.
+func (r *Registry) registrySteps(ctx context.Context) ([]ddl.Step, error) {
 	var steps []ddl.Step
 	if ok, err := ddl.Exists(ctx, r.db, registryTable); err != nil {
-		return err
+		return nil, err
 	} else if !ok {
 		steps = append(steps, ddl.Step{SQL: registryDDL()})
 	} else {
@@ -94,28 +132,38 @@ func (r *Registry) Setup(ctx context.Context) error {
 		var missing int
 		if err := r.db.QueryRow(ctx, missingColumnsSQL.SQL, missingColumnsSQL.Args(nil, &values{relation: Table, names: names})...).
 			Scan(&missing); err != nil {
-			return err
+			return nil, err
 		}
 		for _, c := range addedColumns[len(addedColumns)-missing:] {
 			steps = append(steps, ddl.Step{SQL: []string{"ALTER TABLE " + Table + " ADD COLUMN IF NOT EXISTS " + c}})
 		}
 	}
+	steps = append(steps, ddl.Step{Done: stateKeyDone, SQL: []string{stateKeySQL}})
+	if r.citus {
+		steps = append(steps, ddl.CitusRegistry(registryTable)...)
+	}
+	return steps, nil
+}
+
+// layoutSteps are what the layout's shared objects lack.
+func (r *Registry) layoutSteps(ctx context.Context) ([]ddl.Step, error) {
+	var steps []ddl.Step
 	switch r.layout.Mode {
 	case schema.SharedTable:
 		if ok, err := ddl.Exists(ctx, r.db, r.layout.Base.Meta()); err != nil {
-			return err
+			return nil, err
 		} else if !ok {
 			steps = append(steps, ddl.Shared(r.layout.Base)...)
 		} else {
 			steps = append(steps, ddl.SharedUpgrades(r.layout.Base)...)
 		}
+		if r.citus {
+			steps = append(steps, ddl.CitusShared(r.layout.Base)...)
+		}
 	case schema.TablePerTenant:
 		steps = append(steps, ddl.Step{SQL: []string{ddl.Schema(r.layout.Base.Schema)}})
 	}
-	if len(steps) == 0 {
-		return nil
-	}
-	return pg.InTx(ctx, r.db, "setup:"+r.store, func(tx pgx.Tx) error { return ddl.Run(ctx, tx, steps...) })
+	return steps, nil
 }
 
 // recordRow holds a registry row's columns as scanned.
@@ -207,8 +255,16 @@ func (r *Registry) put(ctx context.Context, tx pgx.Tx, id string, p schema.Place
 	if resetUsage {
 		s = putResetSQL
 	}
-	_, err := tx.Exec(ctx, s.SQL, s.Args(nil, &values{store: r.store, tenant: id, mode: p.Mode.String(),
-		schemaName: p.Table.Schema, tableName: p.Table.Name, version: schema.CurrentVersion, state: string(state)})...)
+	v := &values{store: r.store, tenant: id, mode: p.Mode.String(),
+		schemaName: p.Table.Schema, tableName: p.Table.Name, version: schema.CurrentVersion, state: string(state)}
+	if _, err := tx.Exec(ctx, s.SQL, s.Args(nil, v)...); err != nil || !p.Shared() {
+		return err
+	}
+	st, err := putStateSQL(p)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, st.SQL, st.Args(nil, v)...)
 	return err
 }
 
@@ -250,7 +306,11 @@ func (r *Registry) Claim(ctx context.Context, id string, provision bool) (Record
 				return err
 			}
 		}
-		return ddl.Run(ctx, tx, ddl.Objects(p)...)
+		steps := ddl.Objects(p)
+		if r.citus && p.OwnSchema() {
+			steps = append(steps, ddl.CitusSchema(p.Table.Schema))
+		}
+		return ddl.Run(ctx, tx, steps...)
 	})
 	if err != nil {
 		return Record{}, objectsClash(err)
@@ -462,3 +522,36 @@ func (r *Registry) Migrate(ctx context.Context, id string) (bool, error) {
 
 // GuardArgs returns the guards' values for tenant id: its store and id.
 func (r *Registry) GuardArgs(id string) (store, tenant string) { return r.store, id }
+
+// Guards are the conditions that every statement on a tenant's data
+// carries, so that a tombstoned tenant has no data and takes no write, on
+// every host, whether or not its drop finished.
+type Guards struct {
+	// Read is true while the tenant is active; Write also locks what it
+	// reads FOR KEY SHARE until the write commits.
+	Read, Write string
+	// Insert is what a guarded INSERT ... SELECT follows its select list
+	// with, and Key the tenant column's value in that list (before the
+	// message id; empty without a tenant column).
+	Insert, Key string
+}
+
+// GuardsOf returns the guards of a tenant placed at p. A tenant of its own
+// objects is guarded by its registry row (ReadGuard, WriteGuard; their
+// parameters @store and @tenant). A tenant of a shared table is guarded by
+// its row of the shared table's tenant-state table (parameter @tenant_id),
+// which Citus co-locates with the tenant's rows: every statement then runs
+// on the one node that holds them, inserts too, which select from it.
+func GuardsOf(p schema.Placement) Guards {
+	if !p.Shared() {
+		return Guards{Read: ReadGuard, Write: WriteGuard, Insert: "WHERE " + WriteGuard}
+	}
+	st, col := p.Table.State().Sanitize(), schema.TenantColumn
+	active := "s." + col + " OPERATOR(pg_catalog.=) @tenant_id AND s.state OPERATOR(pg_catalog.=) 'active'"
+	return Guards{
+		Read:   "EXISTS (SELECT 1 FROM " + st + " s WHERE " + active + ")",
+		Write:  "EXISTS (SELECT 1 FROM " + st + " s WHERE " + active + " FOR KEY SHARE)",
+		Insert: "FROM " + st + " s WHERE " + active + " FOR KEY SHARE",
+		Key:    "s." + col + ", ",
+	}
+}

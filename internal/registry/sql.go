@@ -10,7 +10,7 @@ import (
 )
 
 // Table is the registry, quoted: one row per tenant of every store.
-var Table = schema.Table{Schema: schema.RegistrySchema, Name: "tenants"}.Sanitize()
+var Table = ddl.RegistryTable.Sanitize()
 
 // KeyRow is the condition on the registry row of tenant @tenant in store
 // @store; alias, if not empty, qualifies the columns ("r.").
@@ -125,15 +125,17 @@ ON CONFLICT (store, tenant_id) DO UPDATE SET state = EXCLUDED.state, version = E
 	schema_name = EXCLUDED.schema_name, table_name = EXCLUDED.table_name, updated = EXCLUDED.updated`
 
 // sharedOverviewSQL gives every active tenant of a shared store its exact
-// counts from the shared tables.
+// counts from the shared tables: one grouped scan of each, joined on the
+// tenant column with the tenant-state table (co-located on Citus, so the
+// whole statement runs on the workers, in parallel).
 func sharedOverviewSQL(base schema.Table) (stmt.Stmt[values], error) {
-	p := map[string]string{"registry": Table, "table": base.Sanitize(), "meta": base.Meta().Sanitize(),
-		"of_t": schema.TenantColumn + " OPERATOR(pg_catalog.=) t.tenant_id"}
-	return stmt.Compile(`SELECT t.tenant_id,
-	(SELECT pg_catalog.count(*) FROM {table} m WHERE m.{of_t}),
-	(SELECT COALESCE(pg_catalog.sum(m.size), 0)::BIGINT FROM {table} m WHERE m.{of_t}),
-	(SELECT pg_catalog.count(*) FROM {meta} q WHERE q.{of_t})
-FROM {registry} t WHERE t.store OPERATOR(pg_catalog.=) @store AND t.state OPERATOR(pg_catalog.=) 'active' ORDER BY t.tenant_id`, p, fields)
+	p := map[string]string{"state": base.State().Sanitize(), "table": base.Sanitize(), "meta": base.Meta().Sanitize(),
+		"col": schema.TenantColumn}
+	return stmt.Compile(`SELECT s.{col}, COALESCE(b.n, 0), COALESCE(b.bytes, 0)::BIGINT, COALESCE(q.n, 0)
+FROM {state} s
+LEFT JOIN (SELECT {col}, pg_catalog.count(*) AS n, pg_catalog.sum(size) AS bytes FROM {table} GROUP BY {col}) b ON b.{col} OPERATOR(pg_catalog.=) s.{col}
+LEFT JOIN (SELECT {col}, pg_catalog.count(*) AS n FROM {meta} GROUP BY {col}) q ON q.{col} OPERATOR(pg_catalog.=) s.{col}
+WHERE s.state OPERATOR(pg_catalog.=) 'active' ORDER BY s.{col}`, p, fields)
 }
 
 // sharedDropSQL deletes a batch of @limit of a tenant's messages from a
@@ -164,7 +166,27 @@ func registryDDL() []string {
 	PRIMARY KEY (store, tenant_id))`,
 		"CREATE UNIQUE INDEX IF NOT EXISTS " + pgx.Identifier{"tenants_objects"}.Sanitize() + " ON " + Table +
 			" (schema_name, table_name) WHERE mode OPERATOR(pg_catalog.<>) 'shared-table'",
+		stateKeySQL,
 	}
+}
+
+// stateKeySQL makes state a key column of the registry: an UPDATE of it
+// (a tombstone, a revival) takes the row's FOR UPDATE lock, which waits
+// for the writes in flight that hold it FOR KEY SHARE in their guard, on
+// every node that has a replica of the row (Citus runs the UPDATE on
+// every replica of a reference table, but a SELECT FOR UPDATE on one).
+var stateKeySQL = "CREATE UNIQUE INDEX IF NOT EXISTS " + pgx.Identifier{"tenants_state_key"}.Sanitize() + " ON " + Table + " (store, tenant_id, state)"
+
+// stateKeyDone says whether the registry has the index of stateKeySQL.
+const stateKeyDone = "SELECT pg_catalog.to_regclass('" + schema.RegistrySchema + ".tenants_state_key') IS NOT NULL"
+
+// putStateSQL writes a tenant's row of a shared table's tenant-state table
+// ({state}); its state changes only with the registry row's, in the same
+// transaction.
+func putStateSQL(p schema.Placement) (stmt.Stmt[values], error) {
+	return stmt.Compile(`INSERT INTO {state} (`+schema.TenantColumn+`, state) VALUES (@tenant, @state)
+ON CONFLICT (`+schema.TenantColumn+`) DO UPDATE SET state = EXCLUDED.state`,
+		map[string]string{"state": p.Table.State().Sanitize()}, fields)
 }
 
 // addedColumns are the registry's columns that an older release did not
@@ -173,7 +195,7 @@ var addedColumns = []string{"bytes BIGINT", "messages BIGINT"}
 
 // Statements returns every statement of the registry for layout l, named,
 // in a fixed order (for the golden files): its own, the DDL it runs, and
-// the statements that drop a tenant placed at p.
+// the statements that drop a tenant placed at p and write its state.
 func Statements(l schema.Layout, p schema.Placement) ([]stmt.Named, error) {
 	r, err := New(nil, l, 0)
 	if err != nil {
@@ -182,23 +204,29 @@ func Statements(l schema.Layout, p schema.Placement) ([]stmt.Named, error) {
 	out := []stmt.Named{lookupSQL.Named("registry.lookup"), lockSQL.Named("registry.lock"), checkSQL.Named("registry.check"),
 		readySQL.Named("registry.ready"), putSQL.Named("registry.put"), putResetSQL.Named("registry.put_reset"),
 		migratedSQL.Named("registry.migrated"), listSQL.Named("registry.list"), versionsSQL.Named("registry.versions"),
-		r.overview.Named("registry.overview"), missingColumnsSQL.Named("registry.missing_columns")}
+		r.overview.Named("registry.overview"), missingColumnsSQL.Named("registry.missing_columns"),
+		{Name: "registry.state_key.done", SQL: stateKeyDone}}
 	for i, sql := range registryDDL() {
 		out = append(out, stmt.Named{Name: fmt.Sprintf("registry.ddl.%d", i+1), SQL: sql})
 	}
-	if p.Shared() {
-		for _, t := range []schema.Table{p.Table, p.Table.Chunks(), p.Table.Meta()} {
-			del, err := sharedDropSQL(t)
-			if err != nil {
-				return nil, err
-			}
-			out = append(out, del.Named("registry.drop_rows "+t.Name))
-		}
-	} else {
+	if !p.Shared() {
 		out = append(out, stmt.Named{Name: "registry.drop_tables", SQL: ddl.DropTables(p)})
 		if p.OwnSchema() {
 			out = append(out, stmt.Named{Name: "registry.drop_schema", SQL: ddl.DropSchema(p.Table.Schema)})
 		}
+		return out, nil
+	}
+	st, err := putStateSQL(p)
+	if err != nil {
+		return nil, err
+	}
+	out = append(out, st.Named("registry.put_state"))
+	for _, t := range []schema.Table{p.Table, p.Table.Chunks(), p.Table.Meta()} {
+		del, err := sharedDropSQL(t)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, del.Named("registry.drop_rows "+t.Name))
 	}
 	return out, nil
 }

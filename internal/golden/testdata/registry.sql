@@ -42,6 +42,9 @@ SELECT pg_catalog.cardinality($1::pg_catalog.text[]) OPERATOR(pg_catalog.-) pg_c
 FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($2::pg_catalog.text)
 AND attname OPERATOR(pg_catalog.=) ANY ($1::pg_catalog.text[]) AND NOT attisdropped;
 
+-- registry.state_key.done
+SELECT pg_catalog.to_regclass('pgtenant.tenants_state_key') IS NOT NULL;
+
 -- registry.ddl.1
 CREATE SCHEMA IF NOT EXISTS "pgtenant";
 
@@ -62,3 +65,6 @@ CREATE TABLE IF NOT EXISTS "pgtenant"."tenants" (
 
 -- registry.ddl.3
 CREATE UNIQUE INDEX IF NOT EXISTS "tenants_objects" ON "pgtenant"."tenants" (schema_name, table_name) WHERE mode OPERATOR(pg_catalog.<>) 'shared-table';
+
+-- registry.ddl.4
+CREATE UNIQUE INDEX IF NOT EXISTS "tenants_state_key" ON "pgtenant"."tenants" (store, tenant_id, state);
