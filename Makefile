@@ -29,7 +29,7 @@ SETUP_LOG ?= /tmp/pgtenant-setup.log
 BENCH ?= .
 BENCHTIME ?= 3s
 
-.PHONY: test demo bench fuzz image
+.PHONY: test test-citus demo bench fuzz image
 
 image:
 	@$(ENSURE)
@@ -44,6 +44,20 @@ test:
 	test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }; \
 	[ "$$PGTENANT_REQUIRE_DOCKER" = 1 ] || echo "WARNING: PGTENANT_REQUIRE_DOCKER=$$PGTENANT_REQUIRE_DOCKER: integration tests that cannot start PostgreSQL are SKIPPED, not failed"; \
 	$(GO) test -race -count=1 -p 1 -timeout 30m ./...
+
+# The Citus suite (integration/citus, build tag citus) against the
+# coordinator at PGTENANT_CITUS_DSN, or else the cluster of $(CITUS_CLUSTER)
+# (started, and given a fresh database). It fails when there is neither.
+# Not part of `make test`: CI cannot build Citus.
+CITUS_CLUSTER ?= ../shared/citus/cluster.sh
+test-citus:
+	if [ -z "$${PGTENANT_CITUS_DSN:-}" ]; then \
+	  [ -f "$(CITUS_CLUSTER)" ] || { echo "no Citus: set PGTENANT_CITUS_DSN to a coordinator's DSN, or CITUS_CLUSTER to cluster.sh"; exit 1; }; \
+	  bash "$(CITUS_CLUSTER)" start >/dev/null; \
+	  PGTENANT_CITUS_DSN=$$(bash "$(CITUS_CLUSTER)" fresh pgtenant_citus); export PGTENANT_CITUS_DSN; \
+	fi; \
+	echo "Citus coordinator: $$PGTENANT_CITUS_DSN"; \
+	$(GO) test -tags citus -count=1 -v -timeout 30m ./integration/citus
 
 # The set-up's output goes to $(SETUP_LOG); the screen keeps the demo's.
 demo:

@@ -180,13 +180,29 @@ func steps(stmts ...string) []Step {
 
 // Run runs steps in tx in order. Unchecked steps in a row go to the server
 // together, in one round trip.
-func Run(ctx context.Context, tx pgx.Tx, steps ...Step) error {
+func Run(ctx context.Context, tx pgx.Tx, steps ...Step) error { return run(ctx, tx, false, steps) }
+
+// RunEach is Run with one round trip per statement: a Citus coordinator
+// propagates DDL to its workers statement by statement, and refuses
+// several in one query when it does.
+func RunEach(ctx context.Context, tx pgx.Tx, steps ...Step) error { return run(ctx, tx, true, steps) }
+
+func run(ctx context.Context, tx pgx.Tx, each bool, steps []Step) error {
 	var batch []string
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
-		err := pg.ExecAll(ctx, tx, batch...)
+		var err error
+		if each {
+			for _, s := range batch {
+				if err = pg.ExecAll(ctx, tx, s); err != nil {
+					break
+				}
+			}
+		} else {
+			err = pg.ExecAll(ctx, tx, batch...)
+		}
 		batch = nil
 		return err
 	}

@@ -113,7 +113,16 @@ func (r *Registry) run(ctx context.Context, key string, steps []ddl.Step) error 
 	if r.citus {
 		steps = append([]ddl.Step{{SQL: []string{ddl.NoSchemaSharding}}}, steps...)
 	}
-	return pg.InTx(ctx, r.db, key, func(tx pgx.Tx) error { return ddl.Run(ctx, tx, steps...) })
+	return pg.InTx(ctx, r.db, key, func(tx pgx.Tx) error { return r.runDDL(ctx, tx, steps...) })
+}
+
+// runDDL runs DDL steps in tx: on Citus a statement per round trip (see
+// ddl.RunEach).
+func (r *Registry) runDDL(ctx context.Context, tx pgx.Tx, steps ...ddl.Step) error {
+	if r.citus {
+		return ddl.RunEach(ctx, tx, steps...)
+	}
+	return ddl.Run(ctx, tx, steps...)
 }
 
 // registrySteps are what the registry lacks: itself, the columns of later
@@ -310,7 +319,7 @@ func (r *Registry) Claim(ctx context.Context, id string, provision bool) (Record
 		if r.citus && p.OwnSchema() {
 			steps = append(steps, ddl.CitusSchema(p.Table.Schema))
 		}
-		return ddl.Run(ctx, tx, steps...)
+		return r.runDDL(ctx, tx, steps...)
 	})
 	if err != nil {
 		return Record{}, objectsClash(err)
@@ -510,7 +519,7 @@ func (r *Registry) Migrate(ctx context.Context, id string) (bool, error) {
 			return err
 		}
 		if !rec.Placement.Shared() {
-			if err := ddl.Run(ctx, tx, ddl.Migrate(rec.Version, rec.Placement.Table, false)...); err != nil {
+			if err := r.runDDL(ctx, tx, ddl.Migrate(rec.Version, rec.Placement.Table, false)...); err != nil {
 				return err
 			}
 		}
