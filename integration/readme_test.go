@@ -1,6 +1,7 @@
 package integration
 
 import (
+	"fmt"
 	"go/ast"
 	"go/parser"
 	"go/token"
@@ -10,21 +11,40 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/pgtenant/pgtenant/schema"
 )
 
-// TestReadmeCodeIsTested checks that every Go block of the README appears,
-// line for line (white space aside), in an Example function, which go test
-// compiles and runs against PostgreSQL. A block that drifts from its
-// Example fails here.
-func TestReadmeCodeIsTested(t *testing.T) {
-	t.Parallel()
-	readme, err := os.ReadFile("../README.md")
+// docs are the README and the pages of docs/, with their text.
+func docs(t *testing.T) map[string]string {
+	t.Helper()
+	paths, err := filepath.Glob("../docs/*.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	blocks := regexp.MustCompile("(?s)```go\n(.*?)```").FindAllStringSubmatch(string(readme), -1)
+	out := map[string]string{}
+	for _, p := range append(paths, "../README.md") {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[strings.TrimPrefix(p, "../")] = string(b)
+	}
+	return out
+}
+
+// TestReadmeCodeIsTested checks that every Go block of the README and of
+// docs/ appears, line for line (white space aside), in an Example
+// function, which go test compiles and runs against PostgreSQL. A block
+// that drifts from its Example fails here.
+func TestReadmeCodeIsTested(t *testing.T) {
+	t.Parallel()
+	var blocks [][]string
+	for _, text := range docs(t) {
+		blocks = append(blocks, regexp.MustCompile("(?s)```go\n(.*?)```").FindAllStringSubmatch(text, -1)...)
+	}
 	if len(blocks) < 5 {
-		t.Fatalf("found %d Go blocks in the README; the pattern is wrong", len(blocks))
+		t.Fatalf("found %d Go blocks in the README and docs; the pattern is wrong", len(blocks))
 	}
 	examples := exampleBodies(t)
 	if len(examples) < 5 {
@@ -40,7 +60,7 @@ func TestReadmeCodeIsTested(t *testing.T) {
 			}
 		}
 		if !found {
-			t.Errorf("README block is in no Example function (make it one, or copy its code):\n%s", b[1])
+			t.Errorf("a Go block of the docs is in no Example function (make it one, or copy its code):\n%s", b[1])
 		}
 	}
 }
@@ -105,4 +125,63 @@ func containsRun(lines, run []string) bool {
 		}
 	}
 	return false
+}
+
+// TestDocsLinksResolve checks that every link of the README and docs/ to a
+// heading (#anchor, page.md#anchor) or a page names one that exists.
+func TestDocsLinksResolve(t *testing.T) {
+	t.Parallel()
+	all := docs(t)
+	anchors := map[string]map[string]bool{}
+	for name, text := range all {
+		anchors[name] = map[string]bool{}
+		for _, l := range strings.Split(text, "\n") {
+			if strings.HasPrefix(l, "#") {
+				anchors[name][anchor(strings.TrimLeft(l, "#"))] = true
+			}
+		}
+	}
+	link := regexp.MustCompile(`\]\(([a-z./]*\.md)?(#[a-z0-9_-]+)?\)`)
+	for name, text := range all {
+		for _, m := range link.FindAllStringSubmatch(text, -1) {
+			page, frag := name, strings.TrimPrefix(m[2], "#")
+			if m[1] != "" {
+				page = filepath.ToSlash(filepath.Clean(filepath.Join(filepath.Dir(name), m[1])))
+			}
+			a, ok := anchors[page]
+			if !ok {
+				t.Errorf("%s links to %s, which does not exist", name, m[0])
+				continue
+			}
+			if frag != "" && !a[frag] {
+				t.Errorf("%s links to %s: no such heading in %s", name, m[0], page)
+			}
+		}
+	}
+}
+
+// anchor is GitHub's anchor of a heading.
+func anchor(h string) string {
+	h = strings.ToLower(strings.TrimSpace(h))
+	h = regexp.MustCompile(`[^\w\- ]`).ReplaceAllString(h, "")
+	return strings.ReplaceAll(h, " ", "-")
+}
+
+// TestDocsStateTheSchemaVersion keeps the docs' statement of the current
+// schema version in step with schema.CurrentVersion.
+func TestDocsStateTheSchemaVersion(t *testing.T) {
+	t.Parallel()
+	want := fmt.Sprintf("`schema.CurrentVersion`, now %d", schema.CurrentVersion)
+	found := false
+	for name, text := range docs(t) {
+		if strings.Contains(text, "`schema.CurrentVersion`, now") {
+			found = true
+			if !strings.Contains(text, want) {
+				t.Errorf("%s states another schema version than %d", name, schema.CurrentVersion)
+			}
+		}
+	}
+	if !found {
+		t.Error("no page states the current schema version")
+	}
 }

@@ -23,23 +23,52 @@ func ExampleFactory_ForTenant() {
 	f := tenant.NewFactory(os.Getenv("DATABASE_URL")).
 		WithIsolation(tenant.SchemaPerTenant).
 		WithConnectionLimits(25, 5)
+	ctx := context.Background()
+	// An Admin open for as long as the host runs keeps the pool open while
+	// tenants' queues are opened and closed.
+	admin, err := f.OpenAdmin(ctx)
+	check(err)
+	defer admin.Close()
 
 	for _, id := range []string{"acme", "globex"} {
 		pinned := f.ForTenant(id)
-		var data datastorage.Factory = pinned        // message bodies
-		var meta metastorage.Factory = pinned.Meta() // message metadata
+		data, err := pinned.Create() // message bodies: a datastorage.Backend
+		check(err)
+		meta, err := pinned.Meta().Create() // message metadata: a metastorage.Backend
+		check(err)
 		// queue := retryspool.New(
-		//     retryspool.WithDataStorage(data),
-		//     retryspool.WithMetaStorage(meta),
+		//     retryspool.WithDataStorage(pinned),
+		//     retryspool.WithMetaStorage(pinned.Meta()),
 		//     retryspool.WithActiveHandler(handler),
 		// )
-		// queue.Start(ctx)  // any context: the storage knows its tenant
-		// defer queue.Stop(ctx)
-		fmt.Println(id, data.Name(), meta.Name())
+		// queue.Start(ctx) // any context: the storage knows its tenant
+
+		// What the queue does with its storage for one message:
+		_, err = data.StoreData(ctx, "order-1", strings.NewReader("hello "+id))
+		check(err)
+		check(meta.StoreMeta(ctx, "order-1", metastorage.MessageMetadata{ID: "order-1", State: metastorage.StateIncoming}))
+		check(meta.MoveToState(ctx, "order-1", metastorage.StateIncoming, metastorage.StateActive))
+		md, err := meta.GetMeta(ctx, "order-1")
+		check(err)
+		rc, err := data.GetDataReader(ctx, "order-1")
+		check(err)
+		body, err := io.ReadAll(rc)
+		check(err)
+		rc.Close()
+		fmt.Printf("%s: %s %q\n", id, md.State, body)
+		data.Close()
+		meta.Close()
 	}
 	// Output:
-	// acme pgtenant pgtenant
-	// globex pgtenant pgtenant
+	// acme: active "hello acme"
+	// globex: active "hello globex"
+}
+
+// check stops the Example on an error.
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
 }
 
 // A Router made by Create reads the tenant of every call from the context:
