@@ -59,11 +59,15 @@ test-citus:
 	echo "Citus coordinator: $$PGTENANT_CITUS_DSN"; \
 	$(GO) test -tags citus -count=1 -v -timeout 30m ./integration/citus
 
-# The set-up's output goes to $(SETUP_LOG); the screen keeps the demo's.
+# The set-up's progress lines (ensure-postgres: ..., one every 20 s while
+# an image builds) show on the screen; all of its output, apt's and
+# Docker's included, goes to $(SETUP_LOG).
 demo:
-	@echo -n "setting up Docker and a PostgreSQL image (log: $(SETUP_LOG)) ... "; \
-	PGTENANT_POSTGRES_IMAGE=$$($(ENSURE) 2>$(SETUP_LOG)) || { echo failed; tail -n 20 $(SETUP_LOG); exit 1; }; \
-	export PGTENANT_POSTGRES_IMAGE; \
+	@echo "setting up Docker and a PostgreSQL image (full log: $(SETUP_LOG))"; \
+	if ! $(ENSURE) 2>&1 >$(SETUP_LOG).image | tee $(SETUP_LOG) | sed -un 's/^ensure-postgres: /  /p'; then \
+	  echo "set-up failed; the end of its log:"; tail -n 20 $(SETUP_LOG); exit 1; \
+	fi; \
+	PGTENANT_POSTGRES_IMAGE=$$(cat $(SETUP_LOG).image); export PGTENANT_POSTGRES_IMAGE; \
 	echo "ready ($$PGTENANT_POSTGRES_IMAGE)"; \
 	$(GO) run ./cmd/pgtenant demo
 

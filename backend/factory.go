@@ -2,6 +2,7 @@ package backend
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -136,6 +137,9 @@ func (f *Factory) Open(ctx context.Context) (*Backend, error) {
 		return nil, err
 	}
 	if err := ddl.EnsureTable(ctx, pool, table); err != nil {
+		if cerr := pg.ConnectFailure(&pool.Config().ConnConfig.Config, own && f.dsn == "", err); errors.Is(cerr, pg.ErrConnection) {
+			return fail(cerr)
+		}
 		return fail(fmt.Errorf("creating table %s: %w", table, pg.Classify(err)))
 	}
 	store, err := engine.NewStore(pool, engine.Target{Table: table}, engine.Options{Mode: f.mode, MaxMessageSize: f.maxSize})

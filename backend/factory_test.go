@@ -1,6 +1,10 @@
 package backend
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5"
@@ -47,5 +51,17 @@ func TestValidateMessageID(t *testing.T) {
 	}
 	if err := ValidateMessageID(string(long)); err == nil {
 		t.Error("256 bytes accepted")
+	}
+}
+
+// TestConnectFailureSaysWhatToCheck opens a Backend whose server cannot be
+// reached: one sentence naming the address and database, still
+// ErrConnection.
+func TestConnectFailureSaysWhatToCheck(t *testing.T) {
+	_, err := NewFactory("postgres://alice@127.0.0.1:1/shop?connect_timeout=5").Open(context.Background())
+	msg := fmt.Sprint(err)
+	if !errors.Is(err, ErrConnection) || strings.Count(msg, "pgtenant:") != 1 ||
+		!strings.Contains(msg, `cannot connect to PostgreSQL at 127.0.0.1:1 (database "shop", user "alice"): connection refused; check`) {
+		t.Fatalf("Open = %v", err)
 	}
 }

@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"net/url"
 	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -73,8 +77,16 @@ func TestCLITenantCommands(t *testing.T) {
 	if !strings.Contains(out, "acme") || !strings.Contains(out, "t_acme.retryspool_data") {
 		t.Fatalf("stats: %s", out)
 	}
-	if out := mustCLI(t, "tenants", "stats", "--dsn", dsn); !strings.Contains(out, "globex") {
-		t.Fatalf("overview: %s", out)
+	// The overview counts exactly (a few tenants) and prints sizes in
+	// human units, or in bytes with --bytes.
+	host := newHost(t, tenant.NewFactory(dsn).WithConnectionLimits(2, 0))
+	conformance.MustStore(t, host, tenant.WithTenant(context.Background(), "globex"), "m", bytes.Repeat([]byte("g"), 3000))
+	over := mustCLI(t, "tenants", "stats", "--dsn", dsn)
+	if !regexp.MustCompile(`(?m)^globex +1 +2\.9 KiB +0 +\d+\.\d [KM]iB +t_globex\.retryspool_data$`).MatchString(over) || strings.Contains(over, "~") {
+		t.Fatalf("overview:\n%s", over)
+	}
+	if over := mustCLI(t, "tenants", "stats", "--bytes", "--dsn", dsn); !regexp.MustCompile(`(?m)^globex +1 +3000 +0 +\d+ +t_globex`).MatchString(over) {
+		t.Fatalf("overview --bytes:\n%s", over)
 	}
 	mustCLI(t, "migrate", "--dsn", dsn)
 	if out := mustCLI(t, "migrate", "--dsn", dsn); !strings.Contains(out, "0 migrated, 2 already current") {
@@ -107,37 +119,118 @@ func TestCLITenantCommands(t *testing.T) {
 	if out := mustCLI(t, "tenants", "list"); out != "globex\n" {
 		t.Fatalf("list with DATABASE_URL: %q", out)
 	}
+	t.Setenv("DATABASE_URL", "not a dsn")
+	if code, _, errOut := runCLI(t, "tenants", "list"); code != cli.ExitUsage || !strings.Contains(errOut, "DATABASE_URL is not a PostgreSQL connection string") {
+		t.Fatalf("list with a bad DATABASE_URL: exit %d, %s", code, errOut)
+	}
+	// An empty store says so, on stderr: stdout stays a list of ids.
+	code, out, errOut := runCLI(t, "tenants", "list", "--isolation", "shared", "--dsn", dsn)
+	if code != cli.ExitOK || out != "" || errOut != "no tenants (isolation shared, table retryspool_data)\n" {
+		t.Fatalf("list of an empty store: exit %d, %q, %q", code, out, errOut)
+	}
+}
+
+// TestCLIProvisionMany provisions tenants from a file and a range, more
+// than are reported one per line: a progress bar, a summary, every tenant
+// there once, and the overview past ExactOverview tenants marks its
+// estimates.
+func TestCLIProvisionMany(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	file := filepath.Join(t.TempDir(), "ids")
+	if err := os.WriteFile(file, []byte("# new customers\nacme\n\nglobex\nt-007\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"tenants", "provision", "--isolation", "table", "--dsn", dsn, "--file", file, "--range", "t-001..t-100", "--concurrency", "6"}
+	code, out, errOut := runCLI(t, args...)
+	if code != cli.ExitOK || !regexp.MustCompile(`^provisioned 102 tenants in \S+ \(\d+/s\)\n$`).MatchString(out) || !strings.Contains(errOut, "provisioning") {
+		t.Fatalf("provision: exit %d\nstdout %q\nstderr %q", code, out, errOut)
+	}
+	list := strings.Fields(mustCLI(t, "tenants", "list", "--isolation", "table", "--dsn", dsn))
+	if len(list) != 102 || list[0] != "acme" || list[2] != "t-001" || list[101] != "t-100" {
+		t.Fatalf("list after provision: %d tenants, %v ...", len(list), list[:3])
+	}
+	over := mustCLI(t, "tenants", "stats", "--isolation", "table", "--dsn", dsn)
+	if !regexp.MustCompile(`(?m)^t-100 +~\d+ +- +~\d+ +\d`).MatchString(over) || !strings.Contains(over, "~: the planner's estimate (more than 100 tenants") {
+		t.Fatalf("overview past 100 tenants:\n%s", over)
+	}
+	// Again: idempotent, and dropped in one go with a summary.
+	mustCLI(t, args...)
+	ids := append([]string{"tenants", "drop", "--isolation", "table", "--dsn", dsn}, list...)
+	if out := mustCLI(t, ids...); !strings.HasPrefix(out, "dropped 102 tenants in ") {
+		t.Fatalf("drop: %q", out)
+	}
 }
 
 func TestCLIErrors(t *testing.T) {
 	t.Setenv("DATABASE_URL", "")
 	dsn := pgtest.NewDatabase(t)
-	cases := []struct {
+	mustCLI(t, "tenants", "provision", "gone", "--dsn", dsn)
+	mustCLI(t, "tenants", "drop", "gone", "--dsn", dsn)
+	base, err := url.Parse(dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrong, noDB := *base, *base
+	wrong.User = url.UserPassword(base.User.Username(), "wrong-password")
+	noDB.Path = "/no_such_db"
+	type cliCase struct {
 		args []string
 		code int
 		msg  string
-	}{
+	}
+	cases := []cliCase{
 		{[]string{"tenants", "list"}, cli.ExitUsage, "no database"},
-		{[]string{"tenants", "provision", "--dsn", dsn}, cli.ExitUsage, "arg"},
+		{[]string{"tenants", "provision", "--dsn", dsn}, cli.ExitUsage, "no tenants: give ids"},
 		{[]string{"nonsense"}, cli.ExitUsage, "unknown command"},
 		{[]string{"purge", "x", "--dsn", dsn}, cli.ExitUsage, "--older-than"},
 		{[]string{"tenants", "list", "--dsn", dsn, "--isolation", "bogus"}, cli.ExitUsage, "isolation"},
-		{[]string{"tenants", "provision", "bad id!", "--dsn", dsn}, cli.ExitUsage, "invalid tenant"},
-		{[]string{"tenants", "stats", "bad id!", "--dsn", dsn}, cli.ExitUsage, "invalid tenant"},
 		{[]string{"tenants", "list", "--dsn", dsn, "--table", "bad table"}, cli.ExitUsage, "bad table"},
 		{[]string{"tenants", "frob", "--dsn", dsn}, cli.ExitUsage, `unknown command "frob"`},
 		{[]string{"tenants", "--dsn", dsn}, cli.ExitUsage, "needs a command: "},
-		{[]string{"tenants", "stats", "nobody", "--dsn", dsn}, cli.ExitError, `no tenant "nobody"`},
+		{[]string{"tenants", "provision", "--range", "a-1..b-2", "--dsn", dsn}, cli.ExitUsage, "same prefix"},
+		{[]string{"tenants", "provision", "--file", "/no/such/file", "--dsn", dsn}, cli.ExitUsage, "--file"},
 		{[]string{"bench", "--dsn", dsn, "--modes", "schema,bogus"}, cli.ExitUsage, `--modes "bogus"`},
+		{[]string{"bench", "--dsn", dsn, "--tenants", "0"}, cli.ExitUsage, `--tenants "0"`},
+		{[]string{"bench", "--dsn", dsn, "--sizes", "x"}, cli.ExitUsage, `--sizes "x"`},
 		{[]string{"bench", "--dsn", dsn, "--chart", "out.jpg"}, cli.ExitUsage, ".png or .svg"},
 		{[]string{"bench", "--dsn", dsn, "--affinity", "-1"}, cli.ExitUsage, "--affinity -1"},
-		{[]string{"tenants", "list", "--dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"}, cli.ExitError, "connect"},
+		// A connection string that does not parse is a usage error; one
+		// that names an unreachable server is one clear sentence.
+		{[]string{"tenants", "list", "--dsn", "not a dsn"}, cli.ExitUsage, "--dsn is not a PostgreSQL connection string"},
+		{[]string{"demo", "--dsn", "not a dsn"}, cli.ExitUsage, "--dsn is not a PostgreSQL connection string"},
+		{[]string{"tenants", "list", "--dsn", "postgres://nobody@127.0.0.1:1/x?connect_timeout=2"}, cli.ExitError,
+			`pgtenant: cannot connect to PostgreSQL at 127.0.0.1:1 (database "x", user "nobody"): connection refused; check that the server runs`},
+		{[]string{"tenants", "list", "--dsn", wrong.String()}, cli.ExitError, "password authentication failed"},
+		{[]string{"tenants", "list", "--dsn", noDB.String()}, cli.ExitError, `(database "no_such_db", user`},
+	}
+	// Every subcommand that takes tenant ids, with a bad id, an id never
+	// provisioned and a dropped one.
+	for _, cmd := range [][]string{{"tenants", "provision"}, {"tenants", "drop"}, {"tenants", "stats"}, {"purge", "--older-than", "1h"}} {
+		cases = append(cases, cliCase{append(slices.Clone(cmd), "bad id!", "--dsn", dsn), cli.ExitUsage, "invalid tenant"})
+		if cmd[1] == "stats" || cmd[0] == "purge" {
+			cases = append(cases,
+				cliCase{append(slices.Clone(cmd), "nobody", "--dsn", dsn), cli.ExitError, `no tenant "nobody" in this store (never provisioned)`},
+				cliCase{append(slices.Clone(cmd), "gone", "--dsn", dsn), cli.ExitError, `no tenant "gone" in this store: it was dropped`})
+		}
 	}
 	for _, c := range cases {
 		code, _, errOut := runCLI(t, c.args...)
 		if code != c.code || !strings.Contains(errOut, c.msg) {
 			t.Errorf("pgtenant %v: exit %d, stderr %q; want exit %d mentioning %q", c.args, code, errOut, c.code, c.msg)
 		}
+		if strings.Count(errOut, "pgtenant:") > 1 {
+			t.Errorf("pgtenant %v: a doubled prefix: %q", c.args, errOut)
+		}
+	}
+	// drop is idempotent and says what it found; provision brings a
+	// dropped tenant back.
+	if code, out, _ := runCLI(t, "tenants", "drop", "nobody", "gone", "--dsn", dsn); code != cli.ExitOK ||
+		out != "no tenant \"nobody\" (nothing to drop)\ngone was already dropped\n" {
+		t.Errorf("drop of an absent and a dropped tenant: exit %d, %q", code, out)
+	}
+	if out := mustCLI(t, "tenants", "provision", "gone", "--dsn", dsn); out != "provisioned gone\n" {
+		t.Errorf("provision of a dropped tenant: %q", out)
 	}
 	for _, args := range [][]string{{"--help"}, {"demo", "--help"}, {"tenants", "drop", "--help"}, {"migrate", "--help"}} {
 		if code, out, _ := runCLI(t, args...); code != cli.ExitOK || !strings.Contains(out, "Usage:") {

@@ -7,11 +7,13 @@ import (
 	"time"
 
 	"github.com/pgtenant/pgtenant/internal/pg"
+	"github.com/pgtenant/pgtenant/internal/registry"
 	"github.com/pgtenant/pgtenant/schema"
 )
 
-// Admin administers the tenants of a Factory's store: Provision, Drop,
-// DropMany, MigrateAll, Purge, Stats, Overview, List, Locate, PoolStats.
+// Admin administers the tenants of a Factory's store: Provision,
+// ProvisionMany, Drop, DropMany, MigrateAll, Purge, Stats, Overview, List,
+// Info, Locate, PoolStats.
 // It shares the Factory's pool, tenant cache and change announcements with
 // the Factory's Routers and metadata backends (see Factory.OpenAdmin), so
 // a change it makes is seen by every backend on every host. It is safe
@@ -70,7 +72,8 @@ func (a *Admin) Drop(ctx context.Context, id string) (err error) {
 	return err
 }
 
-// BatchOptions tune the calls over many tenants, DropMany and MigrateAll.
+// BatchOptions tune the calls over many tenants: ProvisionMany, DropMany
+// and MigrateAll.
 type BatchOptions struct {
 	// Concurrency is the number of tenants worked on at once (default 4).
 	Concurrency int
@@ -94,22 +97,48 @@ type DropResult struct {
 // it was cancelled: tenants not reached are untouched and tenants in
 // flight finish.
 func (a *Admin) DropMany(ctx context.Context, ids []string, opts BatchOptions) (DropResult, error) {
-	res := DropResult{Failed: map[string]error{}}
-	done := 0
+	n, failed, err := a.batch(ctx, ids, opts, a.Drop)
+	return DropResult{Dropped: n, Failed: failed}, err
+}
+
+// ProvisionResult counts what ProvisionMany did.
+type ProvisionResult struct {
+	// Provisioned tenants are active (some may have been already).
+	Provisioned int
+	// Failed tenants are listed with their errors; see Provision.
+	Failed map[string]error
+}
+
+// ProvisionMany provisions the tenants ids, each with Provision (one
+// tenant per transaction), opts.Concurrency at once. A creation that hits
+// a transient bound, such as a lock timeout or a deadlock, is tried again
+// before it counts as failed. It returns ctx's error if it was cancelled:
+// tenants not reached are untouched and tenants in flight finish.
+func (a *Admin) ProvisionMany(ctx context.Context, ids []string, opts BatchOptions) (ProvisionResult, error) {
+	n, failed, err := a.batch(ctx, ids, opts, a.Provision)
+	return ProvisionResult{Provisioned: n, Failed: failed}, err
+}
+
+// batch runs fn for each of ids, opts.Concurrency at once, each under a
+// context that ctx's cancellation does not reach (a tenant in flight
+// finishes); it stops handing out tenants when ctx ends. It returns how
+// many succeeded, the errors of the others and ctx's error.
+func (a *Admin) batch(ctx context.Context, ids []string, opts BatchOptions, fn func(context.Context, string) error) (int, map[string]error, error) {
+	ok, failed, done := 0, map[string]error{}, 0
 	forEachTenant(ctx, ids, opts.Concurrency,
-		func(id string) error { return a.Drop(context.WithoutCancel(ctx), id) },
+		func(id string) error { return fn(context.WithoutCancel(ctx), id) },
 		func(id string, err error) {
 			if err != nil {
-				res.Failed[id] = err
+				failed[id] = err
 			} else {
-				res.Dropped++
+				ok++
 			}
 			done++
 			if opts.Progress != nil {
 				opts.Progress(done, len(ids), id, err)
 			}
 		})
-	return res, ctx.Err()
+	return ok, failed, ctx.Err()
 }
 
 // List returns the ids of the active tenants of the store, in ascending
@@ -144,7 +173,7 @@ func (a *Admin) Locate(id string) (Location, error) {
 	if err != nil {
 		return Location{}, err
 	}
-	return Location{Mode: p.Mode, Table: p.Table, Chunks: p.Table.Chunks(), Meta: p.Table.Meta(), Partition: p.Partition}, nil
+	return locationOf(registry.Record{Placement: p}), nil
 }
 
 // PoolStats counts the connections of the Factory's pool, and what the
@@ -193,19 +222,24 @@ func (a *Admin) PoolStats() PoolStats {
 type Stats struct {
 	// Tenant is the tenant id.
 	Tenant string
-	// Messages is the number of messages (exact in Stats, the planner's
-	// estimate in Overview for the per-tenant modes).
+	// Messages is the number of messages: exact, unless Estimated.
 	Messages int64
-	// Bytes is the sum of message sizes (Stats, and Overview in
-	// SharedTable) or the disk size of the tenant's message table with its
-	// indexes and TOAST (Overview in the per-tenant modes).
+	// Bytes is the sum of message sizes; 0 (unknown) when Estimated.
 	Bytes int64
+	// DiskBytes is the size on disk of the tenant's message table with its
+	// indexes and TOAST, in Overview for the per-tenant modes; 0 otherwise
+	// (a shared table's size is no one tenant's).
+	DiskBytes int64
+	// Estimated is true when Messages and Queued are the planner's row
+	// estimates rather than counts: in Overview, for the per-tenant modes,
+	// past ExactOverview tenants. An estimate is 0 until the table was
+	// first vacuumed or analyzed.
+	Estimated bool
 	// Oldest and Newest are the earliest and latest creation times; zero in
 	// Overview and when there are no messages.
 	Oldest, Newest time.Time
 	// Queued is the number of messages with RetrySpool metadata (see
-	// Factory.Meta): exact in Stats and, in SharedTable, in Overview; the
-	// planner's estimate in Overview for the per-tenant modes.
+	// Factory.Meta): exact, unless Estimated.
 	Queued int64
 	// States counts the messages with metadata by queue state name
 	// ("incoming", "active", "deferred", ...), in Stats only; states
@@ -246,11 +280,16 @@ func (a *Admin) Stats(ctx context.Context, id string) (_ Stats, err error) {
 	return out, nil
 }
 
-// Overview returns cheap statistics for every active tenant, in tenant id
-// order: in the per-tenant modes from the catalog (the planner's row
-// estimate, which is -1 or 0 until the table was first vacuumed or
-// analyzed, and the table's disk size), in SharedTable from one grouped
-// scan of the shared table.
+// ExactOverview is the number of tenants up to which Overview counts
+// every tenant's messages exactly in the per-tenant modes (two statements
+// per tenant); past it, Overview reads the catalog's estimates.
+const ExactOverview = 100
+
+// Overview returns statistics for every active tenant, in tenant id order.
+// In SharedTable they are exact, from one grouped scan of the shared
+// tables. In the per-tenant modes each tenant's table size comes from the
+// catalog, and its counts are exact for up to ExactOverview tenants and
+// the planner's estimates beyond (Stats.Estimated).
 func (a *Admin) Overview(ctx context.Context) (_ []Stats, err error) {
 	defer func() { err = pg.ConnectionError(err) }()
 	if a.h.closed.Load() {
@@ -260,9 +299,22 @@ func (a *Admin) Overview(ctx context.Context) (_ []Stats, err error) {
 	if err != nil {
 		return nil, err
 	}
+	perTenant := a.h.core.reg.Layout().Mode != SharedTable
 	out := make([]Stats, len(usage))
 	for i, u := range usage {
-		out[i] = Stats{Tenant: u.ID, Messages: u.Messages, Bytes: u.Bytes, Queued: u.Queued}
+		if !perTenant {
+			out[i] = Stats{Tenant: u.ID, Messages: u.Messages, Bytes: u.Bytes, Queued: u.Queued}
+			continue
+		}
+		out[i] = Stats{Tenant: u.ID, DiskBytes: u.Bytes, Messages: u.Messages, Queued: u.Queued, Estimated: true}
+		if len(usage) > ExactOverview {
+			continue
+		}
+		st, err := a.Stats(ctx, u.ID)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Messages, out[i].Bytes, out[i].Queued, out[i].Estimated = st.Messages, st.Bytes, st.Queued, false
 	}
 	return out, nil
 }

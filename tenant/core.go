@@ -62,6 +62,8 @@ type coreConfig struct {
 	listen *pgx.ConnConfig
 	// viewBytes bounds the memory of the queue-state views.
 	viewBytes int64
+	// dsnEmpty says that the Factory was given no DSN.
+	dsnEmpty bool
 }
 
 func newCore(ctx context.Context, cfg coreConfig) (*core, error) {
@@ -94,6 +96,9 @@ func newCore(ctx context.Context, cfg coreConfig) (*core, error) {
 	if err := reg.Setup(ctx); err != nil {
 		c.hub.Close()
 		obs.close()
+		if err := pg.ConnectFailure(&cfg.conns.config().ConnConfig.Config, cfg.dsnEmpty, err); errors.Is(err, pg.ErrConnection) {
+			return nil, err
+		}
 		return nil, fmt.Errorf("setting up the %s store: %w", reg.Store(), pg.Classify(err))
 	}
 	return c, nil
@@ -169,6 +174,9 @@ func (c *core) keep(id string, p schema.Placement) (*entry, error) {
 	return e, nil
 }
 
+// claimAttempts bounds the tries of a tenant's creation (see pg.Retry).
+const claimAttempts = 6
+
 // ensure returns the statements of tenant id after making sure its objects
 // exist at the current version and it is active. A tombstoned tenant
 // gives ErrTenantDeleted, unless provision is true, which makes it active
@@ -195,7 +203,17 @@ func (c *core) ensure(ctx context.Context, id string, provision bool) (*entry, e
 				return rec, err
 			}
 		}
-		return c.reg.Claim(ctx, id, provision)
+		// A creation that hits a bound (a lock or statement timeout, a
+		// deadlock, a lost connection) is tried again: a slow catalog
+		// must not turn into failed Provisions.
+		var rec registry.Record
+		err := pg.Retry(ctx, claimAttempts, func(err error) {
+			c.obs.log.WarnContext(ctx, "pgtenant: creating tenant failed, trying again", "tenant", id, "err", err)
+		}, func() (err error) {
+			rec, err = c.reg.Claim(ctx, id, provision)
+			return err
+		})
+		return rec, err
 	})
 	var e *entry
 	if err == nil {

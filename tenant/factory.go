@@ -497,7 +497,7 @@ func (f *Factory) openCore(ctx context.Context) (*core, error) {
 			listen.RuntimeParams["application_name"] = listenerName
 		}
 	}
-	c, err := newCore(ctx, coreConfig{listen: listen, viewBytes: f.viewBytes,
+	c, err := newCore(ctx, coreConfig{listen: listen, viewBytes: f.viewBytes, dsnEmpty: f.dsn == "" && f.pool == nil,
 		conns: conns, layout: layout,
 		opts: engine.Options{Mode: f.mode, MaxMessageSize: f.maxSize,
 			Quota: quota.Limits{Bytes: f.quotaBytes, Messages: f.quotaMessages}},

@@ -274,3 +274,31 @@ func TestValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestConnectFailureSaysWhatToCheck opens Factories whose server cannot be
+// reached: the error is one sentence naming the address, the database and
+// what to check, and it still is ErrConnection. With no DSN it says that
+// none was given.
+func TestConnectFailureSaysWhatToCheck(t *testing.T) {
+	t.Setenv("PGHOST", "127.0.0.1")
+	t.Setenv("PGPORT", "1")
+	t.Setenv("PGDATABASE", "shop")
+	t.Setenv("PGUSER", "alice")
+	t.Setenv("PGCONNECT_TIMEOUT", "5")
+	for _, c := range []struct {
+		dsn, hint string
+	}{
+		{"", "no DSN was given"},
+		{"postgres://alice@127.0.0.1:1/shop", ""},
+	} {
+		_, err := NewFactory(c.dsn).OpenAdmin(context.Background())
+		msg := fmt.Sprint(err)
+		if !errors.Is(err, ErrConnection) || strings.Count(msg, "pgtenant:") != 1 ||
+			!strings.Contains(msg, `cannot connect to PostgreSQL at 127.0.0.1:1 (database "shop", user "alice"): connection refused; check`) {
+			t.Fatalf("NewFactory(%q).OpenAdmin = %v", c.dsn, err)
+		}
+		if strings.Contains(msg, "no DSN was given") != (c.hint != "") {
+			t.Fatalf("NewFactory(%q).OpenAdmin = %v: the no-DSN hint is wrong", c.dsn, err)
+		}
+	}
+}

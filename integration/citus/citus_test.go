@@ -150,7 +150,7 @@ func TestCitusSetsItselfUp(t *testing.T) {
 		t.Run("schema-sharding="+sharding, func(t *testing.T) {
 			for _, mode := range modes {
 				f := tenant.NewFactory(dsn+"&options=-c%20citus.enable_schema_based_sharding%3D"+sharding).WithIsolation(mode).
-					WithTableName(name("setup_" + sharding)).WithConnectionLimits(2, 0)
+					WithTableName(name("setup_"+sharding)).WithConnectionLimits(2, 0)
 				admin := openAdmin(t, f)
 				id := "setup-" + sharding
 				if err := admin.Provision(ctx, id); err != nil {

@@ -63,6 +63,12 @@ func ConnectionError(err error) error {
 	if err == nil || errors.Is(err, ErrConnection) || IsContextError(err) {
 		return err
 	}
+	// Any failure to open a connection, the server's refusals (a wrong
+	// password, an unknown database) included.
+	var connectErr *pgconn.ConnectError
+	if errors.As(err, &connectErr) {
+		return fmt.Errorf("%w: %w", ErrConnection, err)
+	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
 		// Class 08: connection exception; 57P01-57P05: admin, crash or
@@ -72,11 +78,9 @@ func ConnectionError(err error) error {
 		}
 		return err
 	}
-	var connectErr *pgconn.ConnectError
 	var netErr net.Error
 	switch {
-	case errors.As(err, &connectErr),
-		errors.Is(err, pgconn.ErrConnClosed),
+	case errors.Is(err, pgconn.ErrConnClosed),
 		errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF),
 		errors.Is(err, net.ErrClosed), errors.Is(err, syscall.ECONNRESET),
 		errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.EPIPE),
@@ -90,4 +94,89 @@ func ConnectionError(err error) error {
 // returns those (wrapped) when a context ends during a call.
 func IsContextError(err error) bool {
 	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
+}
+
+// connectFailure is the error of a pool that cannot reach its server: one
+// sentence that says where it tried, why it failed and what to check. It
+// unwraps to ErrConnection and the driver's error.
+type connectFailure struct {
+	msg string
+	err error
+}
+
+func (e *connectFailure) Error() string   { return e.msg }
+func (e *connectFailure) Unwrap() []error { return []error{ErrConnection, e.err} }
+
+// ConnectFailure returns err, a failed connection to the server of cfg,
+// as one clear sentence: "pgtenant: cannot connect to PostgreSQL at
+// host:port (database d, user u): why; what to check". dsnEmpty says that
+// no DSN was given, so that pgx used PostgreSQL's defaults and the PG*
+// environment variables. Errors that are not a failed connection are
+// returned as they are.
+func ConnectFailure(cfg *pgconn.Config, dsnEmpty bool, err error) error {
+	if err == nil || cfg == nil || !errors.Is(ConnectionError(err), ErrConnection) {
+		return err
+	}
+	why, check := connectCause(err)
+	msg := fmt.Sprintf("pgtenant: cannot connect to PostgreSQL at %s:%d (database %q, user %q): %s; %s",
+		cfg.Host, cfg.Port, cfg.Database, cfg.User, why, check)
+	if dsnEmpty {
+		msg += " (no DSN was given, so PostgreSQL's defaults and the PG* environment variables were used: pass one, such as DATABASE_URL)"
+	}
+	return &connectFailure{msg: msg, err: err}
+}
+
+// connectCause names why a connection failed, in words, and what to check.
+func connectCause(err error) (why, check string) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "28P01", "28000":
+			return pgErr.Message, "check the user and password in the DSN"
+		case "3D000":
+			return pgErr.Message, "check the database name in the DSN, or create the database"
+		}
+		return pgErr.Message, "check the server's log"
+	}
+	msg := err.Error()
+	for _, c := range []struct{ in, why, check string }{
+		{"connection refused", "connection refused", "check that the server runs and listens at that address"},
+		{"no such host", "no such host", "check the host name in the DSN"},
+		{"timeout", "timed out", "check that the address is reachable (firewall, connect_timeout)"},
+		{"no such file or directory", "no server socket there", "check that the server runs, or give a host in the DSN"},
+	} {
+		if strings.Contains(msg, c.in) {
+			return c.why, c.check
+		}
+	}
+	// The innermost error says it best.
+	for {
+		next := errors.Unwrap(err)
+		if next == nil {
+			break
+		}
+		err = next
+	}
+	return err.Error(), "check the DSN and that the server accepts connections"
+}
+
+// IsTransient reports an error that running the same work again may not
+// hit: a lost connection, a deadlock, a serialization failure, a lock or
+// statement timeout, or a server out of locks or connections for the
+// moment. Errors caused by the caller's context are not transient.
+func IsTransient(err error) bool {
+	if err == nil || IsContextError(err) {
+		return false
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		switch pgErr.Code {
+		case "40001", "40P01", // serialization failure, deadlock
+			"55P03",          // lock_not_available: lock_timeout
+			"57014",          // query_canceled: statement_timeout
+			"53200", "53300": // out of shared memory (locks), too many connections
+			return true
+		}
+	}
+	return errors.Is(ConnectionError(err), ErrConnection)
 }

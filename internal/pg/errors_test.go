@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"strings"
 	"testing"
 
 	"github.com/jackc/pgx/v5/pgconn"
@@ -92,5 +93,78 @@ func TestOnceSharesAndHonoursContext(t *testing.T) {
 	}
 	if runs != 1 {
 		t.Fatalf("work ran %d times, want once", runs)
+	}
+}
+
+func TestIsTransient(t *testing.T) {
+	pgErr := func(code string) error { return fmt.Errorf("exec: %w", &pgconn.PgError{Code: code}) }
+	for _, c := range []struct {
+		err  error
+		want bool
+	}{
+		{pgErr("40P01"), true}, {pgErr("40001"), true}, {pgErr("55P03"), true}, {pgErr("57014"), true},
+		{pgErr("53200"), true}, {pgErr("57P01"), true}, {io.ErrUnexpectedEOF, true},
+		{pgErr("23505"), false}, {pgErr("42P01"), false}, {context.Canceled, false},
+		{fmt.Errorf("x: %w", context.DeadlineExceeded), false}, {nil, false},
+	} {
+		if got := IsTransient(c.err); got != c.want {
+			t.Errorf("IsTransient(%v) = %v, want %v", c.err, got, c.want)
+		}
+	}
+}
+
+func TestRetry(t *testing.T) {
+	ctx := context.Background()
+	transient := &pgconn.PgError{Code: "40P01"}
+	calls, retried := 0, 0
+	err := Retry(ctx, 5, func(error) { retried++ }, func() error {
+		if calls++; calls < 3 {
+			return transient
+		}
+		return nil
+	})
+	if err != nil || calls != 3 || retried != 2 {
+		t.Fatalf("Retry = %v after %d calls, %d retries; want nil after 3 calls", err, calls, retried)
+	}
+	calls = 0
+	if err := Retry(ctx, 3, nil, func() error { calls++; return transient }); !errors.Is(err, transient) || calls != 3 {
+		t.Fatalf("Retry of a lasting error = %v after %d calls; want it after 3", err, calls)
+	}
+	calls = 0
+	final := errors.New("not transient")
+	if err := Retry(ctx, 3, nil, func() error { calls++; return final }); err != final || calls != 1 {
+		t.Fatalf("Retry of a final error = %v after %d calls; want it after 1", err, calls)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := Retry(cancelled, 3, nil, func() error { return transient }); !errors.Is(err, context.Canceled) || !errors.Is(err, transient) {
+		t.Fatalf("Retry with a cancelled context = %v; want both errors", err)
+	}
+}
+
+// TestConnectFailure connects to a port where nothing listens: one
+// sentence with the address, the database, the cause and what to check,
+// that is still ErrConnection and the driver's error.
+func TestConnectFailure(t *testing.T) {
+	cfg, err := pgconn.ParseConfig("postgres://alice@127.0.0.1:1/shop?connect_timeout=5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, connErr := pgconn.ConnectConfig(context.Background(), cfg)
+	if connErr == nil {
+		t.Skip("something listens on port 1")
+	}
+	got := ConnectFailure(cfg, true, connErr)
+	want := `pgtenant: cannot connect to PostgreSQL at 127.0.0.1:1 (database "shop", user "alice"): connection refused; ` +
+		`check that the server runs and listens at that address (no DSN was given`
+	if !strings.HasPrefix(got.Error(), want) {
+		t.Fatalf("ConnectFailure =\n%s\nwant it to start\n%s", got, want)
+	}
+	if !errors.Is(got, ErrConnection) || !errors.Is(got, connErr) {
+		t.Fatalf("ConnectFailure lost ErrConnection or the driver's error: %v", got)
+	}
+	other := errors.New("syntax error")
+	if ConnectFailure(cfg, false, other) != other {
+		t.Fatal("ConnectFailure rewrote an error that is no failed connection")
 	}
 }

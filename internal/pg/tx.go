@@ -89,3 +89,29 @@ func ExecAll(ctx context.Context, db DB, stmts ...string) error {
 	_, err := db.Exec(ctx, strings.Join(stmts, ";\n"))
 	return err
 }
+
+// Retry runs fn up to attempts times while it fails with a transient error
+// (see IsTransient), waiting 50 ms, then twice as long each time (at most
+// 2 s), between attempts. retried, if not nil, is called before each new
+// attempt with the error that caused it. It returns fn's last error, or
+// ctx's error if ctx ends while waiting.
+func Retry(ctx context.Context, attempts int, retried func(error), fn func() error) error {
+	wait := 50 * time.Millisecond
+	for i := 1; ; i++ {
+		err := fn()
+		if i >= attempts || !IsTransient(err) {
+			return err
+		}
+		if retried != nil {
+			retried(err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return fmt.Errorf("%w (after %w)", ctx.Err(), err)
+		case <-t.C:
+		}
+		wait = min(2*wait, 2*time.Second)
+	}
+}

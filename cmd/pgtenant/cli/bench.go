@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/csv"
+	"errors"
 	"fmt"
 	"image/color"
 	"io"
@@ -41,24 +42,67 @@ func (r benchResult) label() string {
 	return fmt.Sprintf("%s/%dt/%dB/c%d", r.isolation, r.tenants, r.size, r.concurrency)
 }
 
-func ints(s string) ([]int, error) {
+// ints reads flag's comma-separated list of positive numbers.
+func ints(flag, s string) ([]int, error) {
 	var out []int
 	for _, f := range strings.Split(s, ",") {
 		n, err := strconv.Atoi(strings.TrimSpace(f))
 		if err != nil || n <= 0 {
-			return nil, usageError{fmt.Errorf("%q: want a comma-separated list of positive numbers", s)}
+			return nil, usageError{fmt.Errorf("%s %q: want a comma-separated list of positive numbers", flag, s)}
 		}
 		out = append(out, n)
 	}
 	return out, nil
 }
 
+// benchFlags are bench's flags as typed.
+type benchFlags struct {
+	tenants, sizes, conc, modes, csv, chart string
+	duration                                time.Duration
+	keep                                    bool
+}
+
+// benchPlan is what bench runs: every combination of tenant count, body
+// size, concurrency and mode.
+type benchPlan struct {
+	tenants, sizes, concs []int
+	modes                 []string
+	duration              time.Duration
+	keep                  bool
+}
+
+// plan checks the flags.
+func (fl benchFlags) plan() (benchPlan, error) {
+	var p benchPlan
+	var err error
+	if p.tenants, err = ints("--tenants", fl.tenants); err != nil {
+		return p, err
+	}
+	if p.sizes, err = ints("--sizes", fl.sizes); err != nil {
+		return p, err
+	}
+	if p.concs, err = ints("--concurrency", fl.conc); err != nil {
+		return p, err
+	}
+	for _, m := range strings.Split(fl.modes, ",") {
+		m = strings.TrimSpace(m)
+		if _, err := parseMode("--modes", m); err != nil {
+			return p, err
+		}
+		p.modes = append(p.modes, m)
+	}
+	if fl.duration <= 0 {
+		return p, usageError{fmt.Errorf("--duration %s: must be positive", fl.duration)}
+	}
+	if ext := strings.ToLower(filepath.Ext(fl.chart)); fl.chart != "" && ext != ".png" && ext != ".svg" {
+		return p, usageError{fmt.Errorf("--chart %q: use a .png or .svg file", fl.chart)}
+	}
+	p.duration, p.keep = fl.duration, fl.keep
+	return p, nil
+}
+
 func benchCmd(o *options) *cobra.Command {
-	var (
-		tenantsFlag, sizesFlag, concFlag, isoFlag, csvPath, chartPath string
-		duration                                                      time.Duration
-		keep                                                          bool
-	)
+	var fl benchFlags
 	c := &cobra.Command{
 		Use:   "bench",
 		Short: "Load generator: store+read+delete cycles over tenants x body size x concurrency x isolation",
@@ -68,124 +112,102 @@ func benchCmd(o *options) *cobra.Command {
 			"extension). The bench tenants are dropped at the end unless --keep.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			tenantCounts, err := ints(tenantsFlag)
+			plan, err := fl.plan()
 			if err != nil {
 				return err
 			}
-			sizes, err := ints(sizesFlag)
+			dsn, err := o.checkedDSN()
 			if err != nil {
 				return err
 			}
-			concs, err := ints(concFlag)
-			if err != nil {
-				return err
-			}
-			var isos []string
-			for _, m := range strings.Split(isoFlag, ",") {
-				m = strings.TrimSpace(m)
-				if _, err := parseMode("--modes", m); err != nil {
-					return err
-				}
-				isos = append(isos, m)
-			}
-			if duration <= 0 {
-				return usageError{fmt.Errorf("--duration must be positive")}
-			}
-			if ext := strings.ToLower(filepath.Ext(chartPath)); chartPath != "" && ext != ".png" && ext != ".svg" {
-				return usageError{fmt.Errorf("--chart %q: use a .png or .svg file", chartPath)}
-			}
-			dsn := o.databaseURL()
-			if dsn == "" {
-				return usageError{fmt.Errorf("no database: pass --dsn or set DATABASE_URL")}
-			}
-			total := len(tenantCounts) * len(sizes) * len(concs) * len(isos)
+			total := len(plan.tenants) * len(plan.sizes) * len(plan.concs) * len(plan.modes)
 			bar := progressbar.NewOptions(total, progressbar.OptionSetWriter(o.stderr),
 				progressbar.OptionSetDescription("benchmarking"), progressbar.OptionShowCount())
 			var results []benchResult
-			for _, iso := range isos {
-				oi := *o
-				oi.isolation = iso
-				oi.table = "pgtenant_bench"
-				f, err := oi.factory(dsn)
+			for _, mode := range plan.modes {
+				res, err := benchMode(cmd.Context(), o, dsn, mode, plan, func() { _ = bar.Add(1) })
+				results = append(results, res...)
 				if err != nil {
 					return err
 				}
-				a, err := f.OpenAdmin(cmd.Context())
-				if err != nil {
-					return err
-				}
-				r, err := f.Open(cmd.Context())
-				if err != nil {
-					a.Close()
-					return err
-				}
-				maxTenants := slices.Max(tenantCounts)
-				all := make([]string, maxTenants)
-				for i := range all {
-					all[i] = fmt.Sprintf("bench-%05d", i)
-				}
-				if !keep {
-					defer func() {
-						// An Admin of its own: the benchmark's closes first.
-						if aa, err := oi.adminOn(context.WithoutCancel(cmd.Context()), dsn); err == nil {
-							res, _ := aa.DropMany(context.WithoutCancel(cmd.Context()), all, tenant.BatchOptions{})
-							aa.Close()
-							if len(res.Failed) > 0 {
-								fmt.Fprintf(o.stderr, "could not drop %d bench tenants (%s mode); drop them with pgtenant tenants drop\n", len(res.Failed), iso)
-							}
-						}
-					}()
-				}
-				for _, n := range tenantCounts {
-					ids := all[:n]
-					for _, id := range ids {
-						if err := a.Provision(cmd.Context(), id); err != nil {
-							r.Close()
-							a.Close()
-							return err
-						}
-					}
-					for _, size := range sizes {
-						for _, conc := range concs {
-							res, err := benchOne(cmd.Context(), r, ids, size, conc, duration)
-							if err != nil {
-								r.Close()
-								a.Close()
-								return err
-							}
-							res.isolation = oi.isolation
-							results = append(results, res)
-							_ = bar.Add(1)
-						}
-					}
-				}
-				r.Close()
-				a.Close()
 			}
 			_ = bar.Finish()
 			fmt.Fprintln(o.stderr)
 			printBench(o.stdout, results)
-			if csvPath != "" {
-				if err := writeBenchCSV(csvPath, results); err != nil {
+			if fl.csv != "" {
+				if err := writeBenchCSV(fl.csv, results); err != nil {
 					return err
 				}
 			}
-			if chartPath != "" {
-				return writeBenchChart(chartPath, results)
+			if fl.chart != "" {
+				return writeBenchChart(fl.chart, results)
 			}
 			return nil
 		},
 	}
 	f := c.Flags()
-	f.StringVar(&tenantsFlag, "tenants", "1,100", "tenant counts")
-	f.StringVar(&sizesFlag, "sizes", "1024", "body sizes in bytes")
-	f.StringVar(&concFlag, "concurrency", "16", "client goroutines")
-	f.StringVar(&isoFlag, "modes", "schema,table,shared", "isolation modes")
-	f.DurationVar(&duration, "duration", 3*time.Second, "time per combination")
-	f.StringVar(&csvPath, "csv", "", "write results as CSV to this file")
-	f.StringVar(&chartPath, "chart", "", "write a bar chart of cycles/s to this .png or .svg file")
-	f.BoolVar(&keep, "keep", false, "keep the bench-NNNNN tenants (by default they are dropped at the end)")
+	f.StringVar(&fl.tenants, "tenants", "1,100", "tenant counts")
+	f.StringVar(&fl.sizes, "sizes", "1024", "body sizes in bytes")
+	f.StringVar(&fl.conc, "concurrency", "16", "client goroutines")
+	f.StringVar(&fl.modes, "modes", "schema,table,shared", "isolation modes")
+	f.DurationVar(&fl.duration, "duration", 3*time.Second, "time per combination")
+	f.StringVar(&fl.csv, "csv", "", "write results as CSV to this file")
+	f.StringVar(&fl.chart, "chart", "", "write a bar chart of cycles/s to this .png or .svg file")
+	f.BoolVar(&fl.keep, "keep", false, "keep the bench-NNNNN tenants (by default they are dropped at the end)")
 	return c
+}
+
+// benchMode runs plan's combinations in one isolation mode, calling step
+// after each, and drops the bench tenants at the end unless plan.keep.
+func benchMode(ctx context.Context, o *options, dsn, mode string, plan benchPlan, step func()) (_ []benchResult, err error) {
+	oi := *o
+	oi.isolation, oi.table = mode, "pgtenant_bench"
+	f, err := oi.factory(dsn)
+	if err != nil {
+		return nil, err
+	}
+	a, err := f.OpenAdmin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer a.Close()
+	r, err := f.Open(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	all := make([]string, slices.Max(plan.tenants))
+	for i := range all {
+		all[i] = fmt.Sprintf("bench-%05d", i)
+	}
+	if !plan.keep {
+		defer func() {
+			res, derr := a.DropMany(context.WithoutCancel(ctx), all, tenant.BatchOptions{})
+			if derr == nil && len(res.Failed) > 0 {
+				derr = fmt.Errorf("could not drop %d bench tenants (%s mode); drop them with pgtenant tenants drop", len(res.Failed), mode)
+			}
+			err = errors.Join(err, derr)
+		}()
+	}
+	var results []benchResult
+	for _, n := range plan.tenants {
+		ids := all[:n]
+		if err := provisionAll(ctx, a, ids, 8, nil); err != nil {
+			return results, err
+		}
+		for _, size := range plan.sizes {
+			for _, conc := range plan.concs {
+				res, err := benchOne(ctx, r, ids, size, conc, plan.duration)
+				if err != nil {
+					return results, err
+				}
+				res.isolation = mode
+				results = append(results, res)
+				step()
+			}
+		}
+	}
+	return results, nil
 }
 
 func benchOne(ctx context.Context, r *tenant.Router, ids []string, size, conc int, d time.Duration) (benchResult, error) {

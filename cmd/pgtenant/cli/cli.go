@@ -6,12 +6,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 	"github.com/schollz/progressbar/v3"
@@ -124,16 +123,35 @@ func (o *options) databaseURL() string {
 	return os.Getenv("DATABASE_URL")
 }
 
-// admin opens an Admin on the configured database.
-func (o *options) admin(ctx context.Context) (*tenant.Admin, error) {
+// checkedDSN returns the database given by --dsn or DATABASE_URL: a usage
+// error if there is none or it does not parse.
+func (o *options) checkedDSN() (string, error) {
 	dsn := o.databaseURL()
 	if dsn == "" {
-		return nil, usageError{errors.New("no database: pass --dsn or set DATABASE_URL")}
+		return "", usageError{errors.New("no database: pass --dsn or set DATABASE_URL")}
 	}
-	return o.adminOn(ctx, dsn)
+	return dsn, o.checkDSN(dsn)
 }
 
-func (o *options) adminOn(ctx context.Context, dsn string) (*tenant.Admin, error) {
+// checkDSN is a usage error for a connection string that does not parse,
+// naming where it came from.
+func (o *options) checkDSN(dsn string) error {
+	if _, err := pgconn.ParseConfig(dsn); err != nil {
+		from := "--dsn"
+		if o.dsn == "" {
+			from = "DATABASE_URL"
+		}
+		return usageError{fmt.Errorf("%s is not a PostgreSQL connection string (a URL such as postgres://user@host/db, or host=... dbname=...): %w", from, err)}
+	}
+	return nil
+}
+
+// admin opens an Admin on the configured database.
+func (o *options) admin(ctx context.Context) (*tenant.Admin, error) {
+	dsn, err := o.checkedDSN()
+	if err != nil {
+		return nil, err
+	}
 	f, err := o.factory(dsn)
 	if err != nil {
 		return nil, err
@@ -145,6 +163,9 @@ func (o *options) adminOn(ctx context.Context, dsn string) (*tenant.Admin, error
 func (o *options) factory(dsn string) (*tenant.Factory, error) {
 	mode, err := o.mode()
 	if err != nil {
+		return nil, err
+	}
+	if err := o.checkDSN(dsn); err != nil {
 		return nil, err
 	}
 	var exec pgx.QueryExecMode
@@ -161,162 +182,6 @@ func (o *options) factory(dsn string) (*tenant.Factory, error) {
 	}
 	return tenant.NewFactory(dsn).WithIsolation(mode).WithTableName(o.table).WithExecMode(exec).
 		WithConnectionLimits(8, 1).WithConnectionAffinity(o.affinity), nil
-}
-
-func tenantsCmd(o *options) *cobra.Command {
-	c := &cobra.Command{Use: "tenants", Short: "List, provision, drop and inspect tenants", Args: cobra.ArbitraryArgs, RunE: noSubcommand}
-	c.AddCommand(&cobra.Command{
-		Use: "list", Short: "List active tenants", Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			r, err := o.admin(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			ids, err := r.List(cmd.Context())
-			for _, id := range ids {
-				fmt.Fprintln(o.stdout, id)
-			}
-			return err
-		},
-	}, &cobra.Command{
-		Use: "provision ID...", Short: "Create tenants' storage (also after drop)", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, ids []string) error {
-			r, err := o.admin(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			for _, id := range ids {
-				if err := r.Provision(cmd.Context(), id); err != nil {
-					return err
-				}
-				fmt.Fprintln(o.stdout, "provisioned", id)
-			}
-			return nil
-		},
-	}, &cobra.Command{
-		Use: "drop ID...", Short: "Offboard tenants: tombstone, then remove their data", Args: cobra.MinimumNArgs(1),
-		RunE: func(cmd *cobra.Command, ids []string) error {
-			r, err := o.admin(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			res, err := r.DropMany(cmd.Context(), ids, tenant.BatchOptions{})
-			failed := res.Failed
-			for _, id := range ids {
-				if ferr, ok := failed[id]; ok {
-					fmt.Fprintf(o.stderr, "drop %s: %v\n", id, ferr)
-				} else if err == nil {
-					fmt.Fprintln(o.stdout, "dropped", id)
-				}
-			}
-			if err == nil && len(failed) > 0 {
-				err = fmt.Errorf("%d of %d drops failed", len(failed), len(ids))
-			}
-			return err
-		},
-	}, &cobra.Command{
-		Use: "stats [ID]", Short: "Exact statistics of one tenant, or an overview of all", Args: cobra.MaximumNArgs(1),
-		RunE: func(cmd *cobra.Command, ids []string) error {
-			r, err := o.admin(cmd.Context())
-			if err != nil {
-				return err
-			}
-			defer r.Close()
-			if len(ids) == 0 {
-				rows, err := r.Overview(cmd.Context())
-				if err != nil {
-					return err
-				}
-				return printOverview(o.stdout, r, rows)
-			}
-			if err := tenant.Validate(ids[0]); err != nil {
-				return err
-			}
-			active, err := r.List(cmd.Context())
-			if err != nil {
-				return err
-			}
-			if !slices.Contains(active, ids[0]) {
-				return fmt.Errorf("no tenant %q in this store (never provisioned, or dropped); see pgtenant tenants list", ids[0])
-			}
-			st, err := r.Stats(cmd.Context(), ids[0])
-			if err != nil {
-				return err
-			}
-			return printStats(o.stdout, r, []tenant.Stats{st})
-		},
-	})
-	return c
-}
-
-// where says where a tenant's data lives.
-func where(r *tenant.Admin, id string) (string, error) {
-	loc, err := r.Locate(id)
-	if err != nil {
-		return "", err
-	}
-	w := loc.Table.String()
-	if loc.Partition != "" {
-		w += " (tenant_id = " + loc.Partition + ")"
-	}
-	return w, nil
-}
-
-// queueStates lists RetrySpool's queue states in their order.
-var queueStates = []string{"incoming", "active", "deferred", "hold", "bounce", "archived"}
-
-// printStats prints exact statistics: bodies stored and their bytes, and,
-// for tenants with RetrySpool metadata, messages per queue state.
-func printStats(w io.Writer, r *tenant.Admin, rows []tenant.Stats) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "TENANT\tBODIES\tBODY BYTES\tQUEUED\tBY STATE\tSTORED IN")
-	for _, s := range rows {
-		in, err := where(r, s.Tenant)
-		if err != nil {
-			return err
-		}
-		var states []string
-		for _, name := range queueStates {
-			if n := s.States[name]; n > 0 {
-				states = append(states, fmt.Sprintf("%s=%d", name, n))
-			}
-		}
-		byState := strings.Join(states, " ")
-		if byState == "" {
-			byState = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\t%s\n", s.Tenant, s.Messages, s.Bytes, s.Queued, byState, in)
-	}
-	return tw.Flush()
-}
-
-// printOverview prints Overview's figures under names that say what they
-// are: in the per-tenant modes estimates and the table's size on disk, in
-// SharedTable exact counts and body bytes.
-func printOverview(w io.Writer, r *tenant.Admin, rows []tenant.Stats) error {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	shared := len(rows) > 0
-	for _, s := range rows {
-		if loc, err := r.Locate(s.Tenant); err == nil && loc.Partition == "" {
-			shared = false
-		}
-	}
-	if shared {
-		fmt.Fprintln(tw, "TENANT\tBODIES\tBODY BYTES\tQUEUED\tSTORED IN")
-	} else {
-		fmt.Fprintln(tw, "TENANT\tBODIES (EST.)\tTABLE SIZE ON DISK\tQUEUED (EST.)\tSTORED IN")
-	}
-	for _, s := range rows {
-		in, err := where(r, s.Tenant)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%s\n", s.Tenant, s.Messages, s.Bytes, s.Queued, in)
-	}
-	return tw.Flush()
 }
 
 func migrateCmd(o *options) *cobra.Command {
@@ -362,6 +227,9 @@ func purgeCmd(o *options) *cobra.Command {
 	c := &cobra.Command{
 		Use: "purge ID...", Short: "Delete tenants' messages not updated for --older-than", Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, ids []string) error {
+			if err := validateAll(ids); err != nil {
+				return err
+			}
 			if olderThan <= 0 {
 				return usageError{errors.New("--older-than must be positive, e.g. 24h")}
 			}
@@ -371,6 +239,9 @@ func purgeCmd(o *options) *cobra.Command {
 			}
 			defer r.Close()
 			for _, id := range ids {
+				if err := mustBeActive(cmd.Context(), r, id); err != nil {
+					return err
+				}
 				n, err := r.Purge(cmd.Context(), id, olderThan)
 				if err != nil {
 					return err

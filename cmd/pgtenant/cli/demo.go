@@ -151,64 +151,10 @@ func runDemo(ctx context.Context, out io.Writer, f *tenant.Factory, a *tenant.Ad
 		queues = append(queues, queue{id, data, meta})
 	}
 	start := time.Now()
-	// Producers: one per tenant, half of the bodies through StoreData,
-	// half through the writer, each with its metadata in state incoming.
-	var wg sync.WaitGroup
-	errs := make(chan error, 2*tenants)
-	for _, q := range queues {
-		wg.Go(func() {
-			for i := range messages {
-				mid := fmt.Sprintf("msg-%03d", i)
-				if err := produce(ctx, q.data, mid, body(q.id, i), i%2 == 1); err != nil {
-					errs <- fmt.Errorf("producer %s: %w", q.id, err)
-					return
-				}
-				now := time.Now()
-				md := metastorage.MessageMetadata{ID: mid, State: metastorage.StateIncoming, MaxAttempts: 3,
-					Created: now, Updated: now, NextRetry: now, Size: int64(len(body(q.id, i)))}
-				if err := q.meta.StoreMeta(ctx, mid, md); err != nil {
-					errs <- fmt.Errorf("producer %s: %w", q.id, err)
-					return
-				}
-			}
-		})
+	if err := eachQueue(queues, messages, produceOne(ctx)); err != nil {
+		return err
 	}
-	wg.Wait()
-	// Consumers: take each message (incoming to active), read its body and
-	// check it, then complete every other one (delete body and metadata)
-	// and defer the rest.
-	for _, q := range queues {
-		wg.Go(func() {
-			for i := range messages {
-				mid := fmt.Sprintf("msg-%03d", i)
-				if err := q.meta.MoveToState(ctx, mid, metastorage.StateIncoming, metastorage.StateActive); err != nil {
-					errs <- fmt.Errorf("consumer %s: taking %s: %w", q.id, mid, err)
-					return
-				}
-				got, err := read(ctx, q.data, mid)
-				if err != nil {
-					errs <- fmt.Errorf("consumer %s: %s: %w", q.id, mid, err)
-					return
-				}
-				if !bytes.Equal(got, body(q.id, i)) {
-					errs <- fmt.Errorf("consumer %s: %s: wrong body", q.id, mid)
-					return
-				}
-				if i%2 == 0 {
-					err = errors.Join(q.data.DeleteData(ctx, mid), q.meta.DeleteMeta(ctx, mid))
-				} else {
-					err = q.meta.MoveToState(ctx, mid, metastorage.StateActive, metastorage.StateDeferred)
-				}
-				if err != nil {
-					errs <- fmt.Errorf("consumer %s: finishing %s: %w", q.id, mid, err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	if err := eachQueue(queues, messages, consumeOne(ctx)); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "%d tenants x %d messages queued, taken, read back, half completed and half deferred in %v through one pool (%d connections)\n\n",
@@ -221,20 +167,99 @@ func runDemo(ctx context.Context, out io.Writer, f *tenant.Factory, a *tenant.Ad
 		}
 		rows = append(rows, st)
 	}
-	if err := printStats(out, a, rows); err != nil {
+	if err := printStats(out, a, rows, humanBytes); err != nil {
 		return err
 	}
-	// Isolation: every tenant stores the same message id; each reads only
-	// its own body, and a tenant without it finds nothing.
-	for _, id := range ids {
-		if _, err := r.StoreData(tenant.WithTenant(ctx, id), "same-id", strings.NewReader("secret of "+id)); err != nil {
+	if err := checkIsolation(ctx, r, queues); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\nisolation: ok (%d tenants stored message \"same-id\"; each read only its own; another tenant found none;"+
+		" %s's queue refused a write for %s)\n", tenants, ids[0], ids[1])
+	res, err := a.DropMany(ctx, append(ids, "demo-outsider"), tenant.BatchOptions{})
+	if err == nil && len(res.Failed) > 0 {
+		err = fmt.Errorf("dropping demo tenants: %v", res.Failed)
+	}
+	return err
+}
+
+// eachQueue runs step for messages messages of every queue, a goroutine
+// per queue, and returns the first error.
+func eachQueue(queues []queue, messages int, step func(q queue, i int, mid string) error) error {
+	var wg sync.WaitGroup
+	errs := make(chan error, len(queues))
+	for _, q := range queues {
+		wg.Go(func() {
+			for i := range messages {
+				mid := fmt.Sprintf("msg-%03d", i)
+				if err := step(q, i, mid); err != nil {
+					errs <- fmt.Errorf("%s: %s: %w", q.id, mid, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// produceOne is a tenant's producer: half of the bodies through StoreData,
+// half through the writer, each with its metadata in state incoming.
+func produceOne(ctx context.Context) func(q queue, i int, mid string) error {
+	return func(q queue, i int, mid string) error {
+		if err := produce(ctx, q.data, mid, body(q.id, i), i%2 == 1); err != nil {
+			return fmt.Errorf("producing: %w", err)
+		}
+		now := time.Now()
+		md := metastorage.MessageMetadata{ID: mid, State: metastorage.StateIncoming, MaxAttempts: 3,
+			Created: now, Updated: now, NextRetry: now, Size: int64(len(body(q.id, i)))}
+		if err := q.meta.StoreMeta(ctx, mid, md); err != nil {
+			return fmt.Errorf("producing: %w", err)
+		}
+		return nil
+	}
+}
+
+// consumeOne is a tenant's consumer: it takes each message (incoming to
+// active), reads its body and checks it, then completes every other one
+// (deletes body and metadata) and defers the rest.
+func consumeOne(ctx context.Context) func(q queue, i int, mid string) error {
+	return func(q queue, i int, mid string) error {
+		if err := q.meta.MoveToState(ctx, mid, metastorage.StateIncoming, metastorage.StateActive); err != nil {
+			return fmt.Errorf("taking: %w", err)
+		}
+		got, err := read(ctx, q.data, mid)
+		if err != nil {
+			return fmt.Errorf("reading: %w", err)
+		}
+		if !bytes.Equal(got, body(q.id, i)) {
+			return errors.New("wrong body")
+		}
+		if i%2 == 0 {
+			err = errors.Join(q.data.DeleteData(ctx, mid), q.meta.DeleteMeta(ctx, mid))
+		} else {
+			err = q.meta.MoveToState(ctx, mid, metastorage.StateActive, metastorage.StateDeferred)
+		}
+		if err != nil {
+			return fmt.Errorf("finishing: %w", err)
+		}
+		return nil
+	}
+}
+
+// checkIsolation has every tenant store the same message id: each reads
+// only its own body, a tenant without it finds nothing, and a queue's
+// storage refuses a context naming another tenant.
+func checkIsolation(ctx context.Context, r *tenant.Router, queues []queue) error {
+	for _, q := range queues {
+		if _, err := r.StoreData(tenant.WithTenant(ctx, q.id), "same-id", strings.NewReader("secret of "+q.id)); err != nil {
 			return err
 		}
 	}
-	for _, id := range ids {
-		got, err := read(tenant.WithTenant(ctx, id), r, "same-id")
-		if err != nil || string(got) != "secret of "+id {
-			return fmt.Errorf("isolation broken: %s read %q (%v)", id, got, err)
+	for _, q := range queues {
+		got, err := read(tenant.WithTenant(ctx, q.id), r, "same-id")
+		if err != nil || string(got) != "secret of "+q.id {
+			return fmt.Errorf("isolation broken: %s read %q (%v)", q.id, got, err)
 		}
 	}
 	outsider := tenant.WithTenant(ctx, "demo-outsider")
@@ -244,18 +269,11 @@ func runDemo(ctx context.Context, out io.Writer, f *tenant.Factory, a *tenant.Ad
 	if err := r.DeleteData(outsider, "same-id"); !errors.Is(err, datastorage.ErrDataNotFound) {
 		return fmt.Errorf("isolation broken: a tenant without the message deleted one: %v", err)
 	}
-	// A queue's storage serves its own tenant only: a context naming
-	// another is refused before anything is read or written.
-	if _, err := queues[0].data.StoreData(tenant.WithTenant(ctx, ids[1]), "same-id", strings.NewReader("misrouted")); !errors.Is(err, tenant.ErrTenantMismatch) {
-		return fmt.Errorf("isolation broken: %s's queue accepted a write for %s: %v", ids[0], ids[1], err)
+	a, b := queues[0], queues[1]
+	if _, err := a.data.StoreData(tenant.WithTenant(ctx, b.id), "same-id", strings.NewReader("misrouted")); !errors.Is(err, tenant.ErrTenantMismatch) {
+		return fmt.Errorf("isolation broken: %s's queue accepted a write for %s: %v", a.id, b.id, err)
 	}
-	fmt.Fprintf(out, "\nisolation: ok (%d tenants stored message \"same-id\"; each read only its own; another tenant found none;"+
-		" %s's queue refused a write for %s)\n", tenants, ids[0], ids[1])
-	res, err := a.DropMany(ctx, append(ids, "demo-outsider"), tenant.BatchOptions{})
-	if err == nil && len(res.Failed) > 0 {
-		err = fmt.Errorf("dropping demo tenants: %v", res.Failed)
-	}
-	return err
+	return nil
 }
 
 func produce(ctx context.Context, r datastorage.Backend, id string, data []byte, viaWriter bool) error {
