@@ -245,7 +245,11 @@ func BenchmarkBackend(b *testing.B) {
 // be read next to the claim. Set PGTENANT_BENCH_ROUNDS and
 // PGTENANT_BENCH_ROUND to change the defaults (20 rounds of 500 ms).
 func compareRounds(b *testing.B, names []string, ops []func(w, i int) error) {
-	rounds, d := 20, 500*time.Millisecond
+	compareRoundsFor(b, 20, 500*time.Millisecond, names, ops)
+}
+
+// compareRoundsFor is compareRounds with rounds rounds of d by default.
+func compareRoundsFor(b *testing.B, rounds int, d time.Duration, names []string, ops []func(w, i int) error) {
 	if v, err := strconv.Atoi(os.Getenv("PGTENANT_BENCH_ROUNDS")); err == nil && v > 0 {
 		rounds = v
 	}
@@ -274,6 +278,7 @@ func compareRounds(b *testing.B, names []string, ops []func(w, i int) error) {
 		for r := range ratios {
 			ratios[r] = rates[k][r] / rates[0][r]
 		}
+		b.Logf("%s/%s by round: %.2f", name, names[0], ratios)
 		b.ReportMetric(quantile(ratios, 0.5), name+"/"+names[0])
 		b.ReportMetric(quantile(ratios, 0.25), name+"/"+names[0]+"-p25")
 		b.ReportMetric(quantile(ratios, 0.75), name+"/"+names[0]+"-p75")

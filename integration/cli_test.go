@@ -194,7 +194,7 @@ func TestCLIErrors(t *testing.T) {
 		{[]string{"bench", "--dsn", dsn, "--tenants", "0"}, cli.ExitUsage, `--tenants "0"`},
 		{[]string{"bench", "--dsn", dsn, "--sizes", "x"}, cli.ExitUsage, `--sizes "x"`},
 		{[]string{"bench", "--dsn", dsn, "--chart", "out.jpg"}, cli.ExitUsage, ".png or .svg"},
-		{[]string{"bench", "--dsn", dsn, "--affinity", "-1"}, cli.ExitUsage, "--affinity -1"},
+		{[]string{"bench", "--dsn", dsn, "--affinity", "-2"}, cli.ExitUsage, "--affinity -2"},
 		// A connection string that does not parse is a usage error; one
 		// that names an unreachable server is one clear sentence.
 		{[]string{"tenants", "list", "--dsn", "not a dsn"}, cli.ExitUsage, "--dsn is not a PostgreSQL connection string"},

@@ -315,7 +315,7 @@ func TestFaultStatementTimeoutKeepsOldVersion(t *testing.T) {
 		})
 		t.Run("inline", func(t *testing.T) {
 			block(t, "SELECT 1 FROM "+table+" WHERE message_id = 'small' FOR UPDATE")
-			wantCancelled(t, cancelBlocked(t, "INSERT INTO "+table+" (", func() error {
+			wantCancelled(t, cancelBlocked(t, "INSERT INTO "+table+" AS m (", func() error { // the inline fast path
 				_, err := r.StoreData(ctx, "small", strings.NewReader("small v2"))
 				return err
 			}))

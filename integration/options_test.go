@@ -12,6 +12,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgtenant/pgtenant/integration/conformance"
+	"github.com/pgtenant/pgtenant/internal/pg"
 	"github.com/pgtenant/pgtenant/internal/pgtest"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
@@ -286,6 +287,30 @@ func TestAdministrationConnectionErrors(t *testing.T) {
 	for name, call := range calls {
 		if err := call(); !errors.Is(err, tenant.ErrConnection) {
 			t.Errorf("%s with the server down = %v, want ErrConnection", name, err)
+		}
+	}
+}
+
+// TestGenericPlans checks the plan cache mode of pgtenant's own
+// connections: force_generic_plan on a plain server, unless the DSN sets
+// plan_cache_mode, which stays as set.
+func TestGenericPlans(t *testing.T) {
+	t.Parallel()
+	dsn := pgtest.NewDatabase(t)
+	ctx := context.Background()
+	for _, c := range []struct{ dsn, want string }{
+		{dsn, "force_generic_plan"},
+		{dsn + "&plan_cache_mode=force_custom_plan", "force_custom_plan"},
+	} {
+		pool, err := pg.OpenPool(ctx, c.dsn, pg.PoolOptions{MaxOpen: 1, GenericPlans: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got string
+		err = pool.QueryRow(ctx, "SHOW plan_cache_mode").Scan(&got)
+		pool.Close()
+		if err != nil || got != c.want {
+			t.Errorf("plan_cache_mode on %s = %q, %v; want %q", c.dsn, got, err, c.want)
 		}
 	}
 }

@@ -56,8 +56,8 @@ func TestAdminInfo(t *testing.T) {
 type retryLog struct{ retried chan string }
 
 func (h retryLog) Enabled(context.Context, slog.Level) bool { return true }
-func (h retryLog) WithAttrs([]slog.Attr) slog.Handler      { return h }
-func (h retryLog) WithGroup(string) slog.Handler           { return h }
+func (h retryLog) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h retryLog) WithGroup(string) slog.Handler            { return h }
 func (h retryLog) Handle(_ context.Context, r slog.Record) error {
 	if strings.Contains(r.Message, "trying again") {
 		r.Attrs(func(a slog.Attr) bool {

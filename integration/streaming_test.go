@@ -11,10 +11,12 @@ import (
 	"runtime"
 	"runtime/debug"
 	"testing"
+	"time"
 
 	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/integration/conformance"
 	"github.com/pgtenant/pgtenant/internal/engine"
+	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 	datastorage "schneider.vip/retryspool/storage/data"
 )
@@ -311,4 +313,65 @@ func TestStreamingMemoryBounded(t *testing.T) {
 			t.Errorf("%s: the heap grew by %.1f MiB, more than %d MiB, for a %d MiB body", c.name, float64(growth)/(1<<20), bound>>20, size>>20)
 		}
 	}
+}
+
+// TestInlineBodiesLeaveChunkTableAlone checks both sides of the inline
+// fast path. Replacing a chunked body with an inline one, and deleting a
+// chunked body, remove its pieces. And while another session holds the
+// chunk table in ACCESS EXCLUSIVE mode, inline bodies are still stored,
+// replaced, read and deleted (they never open that table), whereas the
+// delete of a chunked body waits for the lock (the control).
+func TestInlineBodiesLeaveChunkTableAlone(t *testing.T) {
+	t.Parallel()
+	forEachMode(t, func(t *testing.T, mode schema.Isolation) {
+		rb := setupRouter(t, mode)
+		r := rb.router(t)
+		bg := context.Background()
+		ctx := tenant.WithTenant(bg, "acme")
+		for _, id := range []string{"replaced", "deleted", "chunked"} {
+			if _, err := r.StoreData(ctx, id, bodyReader(1, 2*chunk+1)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		loc, err := r.Locate("acme")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pieces := func(id string) int {
+			return rb.count(t, "SELECT count(*) FROM "+loc.Chunks.Sanitize()+" WHERE message_id = $1", id)
+		}
+		if n := pieces("replaced"); n != 3 {
+			t.Fatalf("a body of two chunks and a byte has %d pieces, want 3", n)
+		}
+		conformance.MustStore(t, r, ctx, "replaced", []byte("inline now"))
+		conformance.MustRead(t, r, ctx, "replaced", []byte("inline now"))
+		if err := r.DeleteData(ctx, "deleted"); err != nil {
+			t.Fatal(err)
+		}
+		if a, b := pieces("replaced"), pieces("deleted"); a != 0 || b != 0 {
+			t.Fatalf("pieces left: %d of the body replaced inline, %d of the deleted one", a, b)
+		}
+
+		tx, err := rb.pool.Begin(bg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Rollback(bg)
+		if _, err := tx.Exec(bg, "LOCK TABLE "+loc.Chunks.Sanitize()+" IN ACCESS EXCLUSIVE MODE"); err != nil {
+			t.Fatal(err)
+		}
+		inline, cancel := context.WithTimeout(ctx, 20*time.Second)
+		defer cancel()
+		conformance.MustStore(t, r, inline, "small", []byte("one"))
+		conformance.MustStore(t, r, inline, "small", []byte("two"))
+		conformance.MustRead(t, r, inline, "small", []byte("two"))
+		if err := r.DeleteData(inline, "small"); err != nil {
+			t.Fatalf("deleting an inline body while the chunk table is locked: %v", err)
+		}
+		blocked, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		if err := r.DeleteData(blocked, "chunked"); !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("deleting a chunked body while the chunk table is locked = %v; want it to wait", err)
+		}
+	})
 }

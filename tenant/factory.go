@@ -34,7 +34,9 @@ const (
 	// 2/Groups of the tenants.
 	DefaultStatementCacheCapacity = 4096
 	// DefaultAffinity is the connections per group of tenant-affine
-	// connections in pools the Factory opens; see WithConnectionAffinity.
+	// connections in pools the Factory opens in the per-tenant modes; see
+	// WithConnectionAffinity. In SharedTable affinity is off by default:
+	// every tenant runs the same statements there, so it saves nothing.
 	DefaultAffinity = 1
 	// DefaultLockTimeout bounds how long Drop waits for a tenant's locks.
 	DefaultLockTimeout = 5 * time.Second
@@ -116,7 +118,7 @@ func NewFactory(dsn string) *Factory {
 		maxIdle:      backend.DefaultMaxIdle,
 		cacheSize:    DefaultCacheSize,
 		stmtCacheCap: DefaultStatementCacheCapacity,
-		affinity:     DefaultAffinity,
+		affinity:     -1, // DefaultAffinity, or off in SharedTable
 		mode:         pgx.QueryExecModeCacheStatement,
 		resolver:     ContextResolver,
 		lockTimeout:  DefaultLockTimeout,
@@ -211,7 +213,8 @@ func (f *Factory) WithConnectionLimits(maxOpen, maxIdle int) *Factory {
 // waiting for a group are admitted round robin among tenants, so a tenant
 // flooding its groups does not starve the tenants that share them.
 // connsPerGroup 0 turns affinity off: any connection serves any tenant.
-// The default is DefaultAffinity. With WithPool it is refused (pgtenant
+// The default is DefaultAffinity in the per-tenant modes and off in
+// SharedTable, where all tenants share statements. With WithPool it is refused (pgtenant
 // cannot split a pool it does not own); it is meaningless behind a
 // transaction pooler, which hands each transaction to any server
 // connection.
@@ -472,7 +475,8 @@ func (s *sharedCore) release() {
 // poolOptions configures the pool the Factory opens.
 func (f *Factory) poolOptions() pg.PoolOptions {
 	return pg.PoolOptions{MaxOpen: f.maxOpen, MaxIdle: f.maxIdle, Lifetime: f.connLifetime,
-		Mode: f.mode, StatementCache: f.stmtCacheCap, Tracer: f.tracer}
+		Mode: f.mode, StatementCache: f.stmtCacheCap, Tracer: f.tracer,
+		GenericPlans: f.mode == pgx.QueryExecModeCacheStatement}
 }
 
 func (f *Factory) openCore(ctx context.Context) (*core, error) {
@@ -541,7 +545,14 @@ func (f *Factory) openConns(ctx context.Context) (*conns, error) {
 		}
 		return &conns{pool: f.pool}, nil
 	}
-	if f.affinity == 0 {
+	aff := f.affinity
+	if aff < 0 {
+		aff = DefaultAffinity
+		if f.isolation == SharedTable {
+			aff = 0
+		}
+	}
+	if aff == 0 {
 		pool, err := pg.OpenPool(ctx, f.dsn, f.poolOptions())
 		if err != nil {
 			return nil, err
@@ -552,7 +563,7 @@ func (f *Factory) openConns(ctx context.Context) (*conns, error) {
 	if err != nil {
 		return nil, err
 	}
-	groups, err := affinity.Open(ctx, cfg, f.affinity)
+	groups, err := affinity.Open(ctx, cfg, aff)
 	if err != nil {
 		return nil, fmt.Errorf("opening pool: %w", pg.ConnectionError(err))
 	}

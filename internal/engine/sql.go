@@ -102,6 +102,19 @@ SELECT {insert_key}@message_id::VARCHAR, @data::pg_catalog.bytea, @size::BIGINT,
 {insert_source}
 ON CONFLICT ({conflict}) DO UPDATE SET data = EXCLUDED.data, size = EXCLUDED.size, updated = EXCLUDED.updated, chunked_version = EXCLUDED.chunked_version`
 
+	// putInlineSQL is putSQL for the common case: it changes nothing when
+	// the message's row points at pieces (chunked_version set), and then
+	// putSQL and chunkCleanAllSQL run instead. Pieces exist only for a row
+	// that points at them (every statement that makes a row inline or
+	// deletes it removes them in its transaction), so an inline body that
+	// replaces an inline one, or none, leaves the chunk table untouched:
+	// not read, not locked, not opened by the server.
+	putInlineSQL = `INSERT INTO {table} AS m ({key_cols}message_id, data, size, created, updated, chunked_version)
+SELECT {insert_key}@message_id::VARCHAR, @data::pg_catalog.bytea, @size::BIGINT, @now::pg_catalog.timestamptz, @now::pg_catalog.timestamptz, NULL::BIGINT
+{insert_source}
+ON CONFLICT ({conflict}) DO UPDATE SET data = EXCLUDED.data, size = EXCLUDED.size, updated = EXCLUDED.updated, chunked_version = EXCLUDED.chunked_version
+WHERE m.chunked_version IS NULL`
+
 	// chunkCleanAllSQL removes every piece of the message.
 	chunkCleanAllSQL = `DELETE FROM {chunks} WHERE {row}`
 
@@ -156,6 +169,11 @@ VALUES ({key_val}@message_id::VARCHAR, @version::BIGINT, @seq::INT, @data::pg_ca
 	// deleteSQL removes a message; its pieces go with chunkCleanAllSQL
 	// after it.
 	deleteSQL = `DELETE FROM {table} WHERE {row} AND {read_guard} RETURNING size`
+
+	// deleteInlineSQL is deleteSQL for a message stored inline; it deletes
+	// nothing when the row points at pieces (then deleteSQL and
+	// chunkCleanAllSQL run instead), so it never touches the chunk table.
+	deleteInlineSQL = `DELETE FROM {table} WHERE {row} AND chunked_version IS NULL AND {read_guard} RETURNING size`
 
 	// quotaDeleteSQL is deleteSQL under a quota: the usage is refunded.
 	quotaDeleteSQL = `WITH gone_rows AS (DELETE FROM {table} WHERE {row} AND {read_guard} RETURNING size),
@@ -343,7 +361,7 @@ func Statements(t Target, o Options) ([]stmt.Named, error) {
 		s.chunkScan.Named("data.chunk_scan"), s.del.Named("data.delete"), s.stats.Named("data.stats"), s.purge.Named("data.purge"),
 	}
 	if !o.Quota.Set() {
-		out = append(out, s.purgeChunks.Named("data.purge_chunks"))
+		out = append(out, s.purgeChunks.Named("data.purge_chunks"), s.putInline.Named("data.put_inline"), s.delInline.Named("data.delete_inline"))
 	}
 	if o.Quota.Set() {
 		out = append(out, s.lock.Named("data.quota_lock"))

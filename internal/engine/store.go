@@ -85,6 +85,9 @@ type Store struct {
 
 	put, chunkCleanAll, chunkedPut, chunkInsert, chunkClean, probe, chunkScan stmt.Stmt[values]
 	get, del, stats, purge, purgeChunks                                       stmt.Stmt[values]
+	// putInline and delInline are the writes of inline bodies that leave
+	// the chunk table alone (not set under a quota).
+	putInline, delInline stmt.Stmt[values]
 }
 
 // NewStore returns a Store for t over db.
@@ -120,8 +123,10 @@ func NewStore(db pg.DB, t Target, o Options) (*Store, error) {
 		s.purge = c.compile(quotaPurgeSQL)
 	} else {
 		s.put = c.compile(putSQL)
+		s.putInline = c.compile(putInlineSQL)
 		s.chunkedPut = c.compile(chunkedPutSQL)
 		s.del = c.compile(deleteSQL)
+		s.delInline = c.compile(deleteInlineSQL)
 		s.purge = c.compile(purgeSQL)
 		s.purgeChunks = c.compile(purgeChunksSQL)
 	}
@@ -242,8 +247,21 @@ func (s *Store) Put(ctx context.Context, id string, data []byte) error {
 		}
 		v := s.call(id)
 		v.data, v.size = data, int64(len(data))
-		return s.write(ctx, s.db, s.put, v, true)
+		return s.putBody(ctx, v)
 	})
+}
+
+// putBody stores the inline body in v: without a quota first with
+// putInline, which leaves the chunk table alone, and only if that changed
+// nothing (the row points at pieces, or the guard refused) with put and
+// the removal of the pieces, in one transaction.
+func (s *Store) putBody(ctx context.Context, v *values) error {
+	if !s.quota.Set() {
+		if err := s.write(ctx, s.db, s.putInline, v, false); !errors.Is(err, ErrGuardFailed) {
+			return err
+		}
+	}
+	return s.write(ctx, s.db, s.put, v, true)
 }
 
 // write runs a put statement (inline or chunked) with v; with cleanup
@@ -299,7 +317,12 @@ func (s *Store) Delete(ctx context.Context, id string) error {
 		if s.quota.Set() {
 			err = s.lockedRow(ctx, s.db, s.del, s.call(id), &size)
 		} else {
-			err = s.then(ctx, s.db, s.del, s.call(id), true, func(br pgx.BatchResults) error { return br.QueryRow().Scan(&size) })
+			// An inline message goes without the chunk table; a chunked
+			// one, or none, takes the delete with the removal of pieces.
+			err = s.row(ctx, s.db, s.delInline, s.call(id), &size)
+			if errors.Is(err, pgx.ErrNoRows) {
+				err = s.then(ctx, s.db, s.del, s.call(id), true, func(br pgx.BatchResults) error { return br.QueryRow().Scan(&size) })
+			}
 		}
 		if errors.Is(err, pgx.ErrNoRows) {
 			return errNotFound(id)

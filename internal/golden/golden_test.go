@@ -83,7 +83,8 @@ func files(t *testing.T) map[string][]stmt.Named {
 	out["backend"] = backend
 	plumbing := changes.Statements()
 	plumbing = append(plumbing, stmt.Named{Name: "pg.lock", SQL: pg.LockSQL, Params: []string{"key"}},
-		stmt.Named{Name: "pg.lock_timeout", SQL: pg.LockTimeoutSQL, Params: []string{"timeout"}})
+		stmt.Named{Name: "pg.lock_timeout", SQL: pg.LockTimeoutSQL, Params: []string{"timeout"}},
+		stmt.Named{Name: "pg.generic_plans", SQL: pg.GenericPlansSQL})
 	out["plumbing"] = plumbing
 	out["citus"] = ddl.CitusStatements(schema.Table{Schema: "public", Name: "retryspool_data"}, ddl.RegistryTable, "t_acme")
 	return out

@@ -40,7 +40,24 @@ type PoolOptions struct {
 	StatementCache int
 	// Tracer, if not nil, traces every query.
 	Tracer pgx.QueryTracer
+	// GenericPlans runs GenericPlansSQL on each new connection unless the
+	// DSN sets plan_cache_mode.
+	GenericPlans bool
 }
+
+// GenericPlansSQL sets plan_cache_mode = force_generic_plan for the
+// session, except on a Citus coordinator. pgtenant's statements look rows
+// up by key, where a custom plan (the server plans each prepared statement
+// afresh for its first five executions on each connection) buys nothing
+// but planning time: with many tenants every connection prepares each of
+// its tenants' statements, so those custom plans are much of the warm-up
+// after connections are opened or recycled. Citus cannot route a generic
+// plan of an INSERT ... SELECT with parameters ("could not create
+// distributed plan"), so there the mode stays auto. It is a session
+// setting made on connect, not a startup parameter, which PgBouncer would
+// refuse.
+const GenericPlansSQL = `SELECT pg_catalog.set_config('plan_cache_mode', CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_extension
+WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN 'auto' ELSE 'force_generic_plan' END, false)`
 
 // PoolConfig parses dsn into a pool configuration with pgtenant's defaults:
 // MaxConns = o.MaxOpen, MinConns = o.MaxIdle, MaxConnLifetime =
@@ -80,6 +97,18 @@ func PoolConfig(dsn string, o PoolOptions) (*pgxpool.Config, error) {
 	}
 	if o.Tracer != nil {
 		cfg.ConnConfig.Tracer = o.Tracer
+	}
+	if _, set := cfg.ConnConfig.RuntimeParams["plan_cache_mode"]; o.GenericPlans && !set {
+		prev := cfg.AfterConnect
+		cfg.AfterConnect = func(ctx context.Context, conn *pgx.Conn) error {
+			if prev != nil {
+				if err := prev(ctx, conn); err != nil {
+					return err
+				}
+			}
+			_, err := conn.Exec(ctx, GenericPlansSQL, pgx.QueryExecModeSimpleProtocol)
+			return err
+		}
 	}
 	return cfg, nil
 }

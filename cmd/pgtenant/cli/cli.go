@@ -57,7 +57,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pf.StringVar(&o.isolation, "isolation", "schema", "isolation mode: schema, table or shared")
 	pf.StringVar(&o.table, "table", "retryspool_data", "base table name")
 	pf.StringVar(&o.execMode, "exec-mode", "statement", "pgx statement mode: statement (prepared), or describe (no server-side\nprepared statements; use it behind PgBouncer in transaction pooling)")
-	pf.IntVar(&o.affinity, "affinity", tenant.DefaultAffinity, "connections per group of tenant-affine connections (0: any connection\nserves any tenant); see the README's Connection affinity")
+	pf.IntVar(&o.affinity, "affinity", -1, "connections per group of tenant-affine connections (0: any connection serves any\ntenant; default: 1 in the per-tenant modes, 0 in shared); see docs/operations.md")
 	root.AddCommand(demoCmd(o), tenantsCmd(o), migrateCmd(o), purgeCmd(o), benchCmd(o))
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -177,11 +177,14 @@ func (o *options) factory(dsn string) (*tenant.Factory, error) {
 	default:
 		return nil, usageError{fmt.Errorf("--exec-mode %q: want statement or describe", o.execMode)}
 	}
-	if o.affinity < 0 {
+	f := tenant.NewFactory(dsn).WithIsolation(mode).WithTableName(o.table).WithExecMode(exec).WithConnectionLimits(8, 1)
+	switch {
+	case o.affinity >= 0:
+		f = f.WithConnectionAffinity(o.affinity)
+	case o.affinity != -1:
 		return nil, usageError{fmt.Errorf("--affinity %d: want 0 (off) or connections per group", o.affinity)}
 	}
-	return tenant.NewFactory(dsn).WithIsolation(mode).WithTableName(o.table).WithExecMode(exec).
-		WithConnectionLimits(8, 1).WithConnectionAffinity(o.affinity), nil
+	return f, nil
 }
 
 func migrateCmd(o *options) *cobra.Command {

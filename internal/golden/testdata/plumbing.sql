@@ -11,3 +11,7 @@ SELECT pg_catalog.pg_advisory_xact_lock($1::pg_catalog.int8);
 
 -- pg.lock_timeout ($1=timeout)
 SELECT pg_catalog.set_config('lock_timeout', $1::pg_catalog.text, true);
+
+-- pg.generic_plans
+SELECT pg_catalog.set_config('plan_cache_mode', CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_extension
+WHERE extname OPERATOR(pg_catalog.=) 'citus') THEN 'auto' ELSE 'force_generic_plan' END, false);

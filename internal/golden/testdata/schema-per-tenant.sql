@@ -47,6 +47,16 @@ WHERE m.message_id OPERATOR(pg_catalog.=) v.message_id RETURNING m.message_id, m
 -- data.purge_chunks ($1=ids)
 DELETE FROM "t_acme"."c_retryspool_data" WHERE true AND message_id OPERATOR(pg_catalog.=) ANY ($1::VARCHAR[]);
 
+-- data.put_inline ($1=message_id, $2=data, $3=size, $4=now, $5=store, $6=tenant)
+INSERT INTO "t_acme"."retryspool_data" AS m (message_id, data, size, created, updated, chunked_version)
+SELECT $1::VARCHAR, $2::pg_catalog.bytea, $3::BIGINT, $4::pg_catalog.timestamptz, $4::pg_catalog.timestamptz, NULL::BIGINT
+WHERE EXISTS (SELECT 1 FROM "pgtenant"."tenants" WHERE store OPERATOR(pg_catalog.=) $5 AND tenant_id OPERATOR(pg_catalog.=) $6 AND state OPERATOR(pg_catalog.=) 'active' FOR KEY SHARE)
+ON CONFLICT (message_id) DO UPDATE SET data = EXCLUDED.data, size = EXCLUDED.size, updated = EXCLUDED.updated, chunked_version = EXCLUDED.chunked_version
+WHERE m.chunked_version IS NULL;
+
+-- data.delete_inline ($1=message_id, $2=store, $3=tenant)
+DELETE FROM "t_acme"."retryspool_data" WHERE message_id OPERATOR(pg_catalog.=) $1 AND chunked_version IS NULL AND EXISTS (SELECT 1 FROM "pgtenant"."tenants" WHERE store OPERATOR(pg_catalog.=) $2 AND tenant_id OPERATOR(pg_catalog.=) $3 AND state OPERATOR(pg_catalog.=) 'active') RETURNING size;
+
 -- meta.put ($1=message_id, $2=meta_id, $3=state, $4=attempts, $5=max_attempts, $6=next_retry, $7=created, $8=now, $9=last_error, $10=size, $11=priority, $12=headers, $13=retry_policy, $14=store, $15=tenant)
 INSERT INTO "t_acme"."m_retryspool_data" (message_id, meta_id, state, attempts, max_attempts, next_retry, created, updated, last_error, size, priority, headers, retry_policy)
 SELECT $1::VARCHAR, $2::pg_catalog.bytea, $3::SMALLINT, $4::BIGINT, $5::BIGINT,
