@@ -134,7 +134,7 @@ func BenchmarkAffinity(b *testing.B) {
 			}
 			if mib, backends, err := backendMemory(b, app("plain")); err == nil {
 				b.ReportMetric(mib, "plain-MiB/backend")
-				b.Logf("plain: %d backends, %.1f MiB private memory each on average", backends, mib)
+				b.Logf("plain: %d backends, %.1f MiB private memory each (median)", backends, mib)
 			}
 			for k, name := range names[1:] {
 				mib, backends, err := backendMemory(b, app(name))
@@ -143,7 +143,7 @@ func BenchmarkAffinity(b *testing.B) {
 					continue
 				}
 				b.ReportMetric(mib, name+"-MiB/backend")
-				b.Logf("%s: %d backends, %.1f MiB private memory each on average; %d groups, %d escapes",
+				b.Logf("%s: %d backends, %.1f MiB private memory each (median); %d groups, %d escapes",
 					name, backends, mib, routers[k].PoolStats().Groups, routers[k].PoolStats().Escapes)
 			}
 		})
@@ -215,7 +215,7 @@ func backendProcs(b *testing.B, app string) ([]string, error) {
 	return procs, nil
 }
 
-// backendMemory returns the average private memory (Private_Clean +
+// backendMemory returns the median private memory (Private_Clean +
 // Private_Dirty of /proc/PID/smaps_rollup), in MiB, of the server backends
 // whose application_name is app, and how many there are.
 func backendMemory(b *testing.B, app string) (float64, int, error) {
@@ -223,15 +223,23 @@ func backendMemory(b *testing.B, app string) (float64, int, error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	var total int64
+	if len(procs) == 0 {
+		return 0, 0, fmt.Errorf("no server backends named %q", app)
+	}
+	kbs := make([]int64, 0, len(procs))
 	for _, p := range procs {
 		kb, err := privateKB(p + "/smaps_rollup")
 		if err != nil {
 			return 0, 0, err
 		}
-		total += kb
+		kbs = append(kbs, kb)
 	}
-	return float64(total) / 1024 / float64(len(procs)), len(procs), nil
+	slices.Sort(kbs)
+	mid := kbs[len(kbs)/2]
+	if len(kbs)%2 == 0 {
+		mid = (kbs[len(kbs)/2-1] + mid) / 2
+	}
+	return float64(mid) / 1024, len(procs), nil
 }
 
 // cpuSeconds is the user and system CPU time of processes procs (fields

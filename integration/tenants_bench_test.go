@@ -37,7 +37,10 @@ import (
 //     rounds, PGTENANT_BENCH_ROUNDS (3) of PGTENANT_BENCH_ROUND (8 s);
 //     reported as the median ratio and the quartiles over the rounds;
 //   - MiB/backend: the private memory of each variant's server backends
-//     after the rounds (from /proc, median over the backends).
+//     after the rounds (from /proc, median over the backends);
+//   - migrate-tenants/s (per-tenant modes): MigrateAll with 16 workers of
+//     every tenant set back to version 1 (migration 2's ALTER TABLEs, the
+//     checks of the later steps).
 //
 // Variants: "plain" (backend on one table), "router" (the Factory's
 // defaults), "custom-plans" (the router with plan_cache_mode=auto, i.e.
@@ -171,7 +174,7 @@ func tenantsRun(b *testing.B, mode schema.Isolation, n int, body []byte) {
 	for _, name := range names {
 		if mib, backends, err := backendMemory(b, app(name)); err == nil {
 			b.ReportMetric(mib, name+"-MiB/backend")
-			b.Logf("%s: %d backends, %.1f MiB private memory each", name, backends, mib)
+			b.Logf("%s: %d backends, %.1f MiB private memory each (median)", name, backends, mib)
 		}
 	}
 
@@ -188,6 +191,23 @@ func tenantsRun(b *testing.B, mode schema.Isolation, n int, body []byte) {
 	slices.Sort(lat)
 	b.ReportMetric(float64(percentile(lat, 50).Microseconds())/1000, "cold-p50-ms")
 	b.ReportMetric(float64(percentile(lat, 99).Microseconds())/1000, "cold-p99-ms")
+
+	// MigrateAll over every tenant, from version 1: migration 2's ALTER
+	// TABLEs on each tenant's tables, and the checks of the later steps.
+	if mode == schema.SharedTable {
+		return
+	}
+	if _, err := pool.Exec(ctx, "UPDATE "+schema.RegistrySchema+".tenants SET version = 1"); err != nil {
+		b.Fatal(err)
+	}
+	start = time.Now()
+	mres, err := admin.MigrateAll(ctx, tenant.BatchOptions{Concurrency: benchClients})
+	if err != nil || len(mres.Failed) > 0 {
+		b.Fatalf("MigrateAll: %v, %d failed", err, len(mres.Failed))
+	}
+	migrating := time.Since(start)
+	b.ReportMetric(float64(mres.Migrated)/migrating.Seconds(), "migrate-tenants/s")
+	b.Logf("MigrateAll: %d tenants migrated from version 1 in %v", mres.Migrated, migrating.Round(time.Millisecond))
 }
 
 // touchAll calls fn for 0..n-1 from benchClients goroutines.
