@@ -7,6 +7,9 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgtenant/pgtenant/integration/conformance"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 )
@@ -86,5 +89,65 @@ func TestMigrateAllResumes(t *testing.T) {
 	ctxT := tenant.WithTenant(bg, fmt.Sprintf("tenant-%05d", n-1))
 	if _, err := r.StoreData(ctxT, "after", bodyReader(1, 10)); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestTenantTablesLoseTheCreatedIndex checks migration 6 in every mode: a
+// new tenant's message table has no created index (no statement reads it),
+// a tenant created before version 6 loses it in MigrateAll (per-tenant
+// modes) or when a Factory opens on its shared table, and its data stays.
+func TestTenantTablesLoseTheCreatedIndex(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []schema.Isolation{schema.SchemaPerTenant, schema.TablePerTenant, schema.SharedTable} {
+		t.Run(mode.String(), func(t *testing.T) {
+			t.Parallel()
+			rb := setupRouter(t, mode)
+			bg := context.Background()
+			r := rb.router(t)
+			ctx := tenant.WithTenant(bg, "acme")
+			conformance.MustStore(t, r, ctx, "kept", []byte("body"))
+			loc, err := r.Locate("acme")
+			if err != nil {
+				t.Fatal(err)
+			}
+			indexes := func() int {
+				return rb.count(t, `SELECT count(*) FROM pg_catalog.pg_index i JOIN pg_catalog.pg_attribute a
+					ON a.attrelid = i.indrelid AND a.attnum = i.indkey[i.indnatts - 1]
+					WHERE i.indrelid = $1::pg_catalog.regclass AND a.attname = 'created'`, loc.Table.Sanitize())
+			}
+			if n := indexes(); n != 0 {
+				t.Fatalf("a new tenant's message table has %d created indexes", n)
+			}
+
+			// The tenant as version 5 left it.
+			lead := ""
+			if mode == schema.SharedTable {
+				lead = schema.TenantColumn + ", "
+			}
+			idx := schema.Table{Schema: loc.Table.Schema, Name: "idx_" + loc.Table.Name + "_created"}
+			if _, err := rb.pool.Exec(bg, "CREATE INDEX "+pgx.Identifier{idx.Name}.Sanitize()+" ON "+loc.Table.Sanitize()+" ("+lead+"created)"); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := rb.pool.Exec(bg, "UPDATE pgtenant.tenants SET version = 5"); err != nil {
+				t.Fatal(err)
+			}
+			if indexes() != 1 {
+				t.Fatal("the version-5 index was not made")
+			}
+			if mode == schema.SharedTable {
+				// A Factory opening on the shared table upgrades it (a
+				// fresh one: rb.factory's Opens share its first setup).
+				newHost(t, tenant.NewFactory(rb.dsn).WithIsolation(mode).WithConnectionLimits(2, 0))
+			} else {
+				res, err := r.MigrateAll(bg, tenant.BatchOptions{})
+				if err != nil || res.Migrated != 1 {
+					t.Fatalf("MigrateAll: %+v, %v", res, err)
+				}
+			}
+			if n := indexes(); n != 0 {
+				t.Fatalf("after the upgrade the message table has %d created indexes", n)
+			}
+			conformance.MustRead(t, r, ctx, "kept", []byte("body"))
+		})
 	}
 }

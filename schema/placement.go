@@ -95,4 +95,4 @@ func (l Layout) Place(id string) (Placement, error) {
 // CurrentVersion is the version of the per-tenant objects this release
 // creates: 1 for the table layout, then one more per migration. A test in
 // pgtenant's internal ddl package ties it to the list of migrations.
-const CurrentVersion = 5
+const CurrentVersion = 6

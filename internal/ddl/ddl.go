@@ -32,7 +32,14 @@ func Schema(name string) string {
 // pieces in t.Chunks() (message_id, version, seq, data), with data empty.
 // When shared is true both tables also have a leading tenant_id column, the
 // primary keys lead with it and so do the indexes.
-func Table(t schema.Table, shared bool) []string {
+//
+// Table is the layout of the single-table backend. A tenant's tables
+// (Objects, Shared) lack the created index since version 6: no statement
+// reads it, and every store paid for it.
+func Table(t schema.Table, shared bool) []string { return table(t, shared, true) }
+
+// table is Table, with the created index or without.
+func table(t schema.Table, shared, createdIndex bool) []string {
 	q := t.Sanitize()
 	lead, tenantCol := "", ""
 	cols := "message_id VARCHAR(255) NOT NULL PRIMARY KEY, "
@@ -47,15 +54,25 @@ func Table(t schema.Table, shared bool) []string {
 	if shared {
 		cols += ", PRIMARY KEY (" + lead + "message_id)"
 	}
-	return []string{
+	out := []string{
 		"CREATE TABLE IF NOT EXISTS " + q + " (" + cols + ", chunked_version BIGINT)",
 		"ALTER TABLE " + q + " ADD COLUMN IF NOT EXISTS chunked_version BIGINT",
-		"CREATE INDEX IF NOT EXISTS " + quote(IndexName(t, "created")) + " ON " + q + " (" + lead + "created)",
-		"CREATE INDEX IF NOT EXISTS " + quote(IndexName(t, "updated")) + " ON " + q + " (" + lead + "updated)",
-		"CREATE TABLE IF NOT EXISTS " + t.Chunks().Sanitize() + " (" + tenantCol +
-			"message_id VARCHAR(255) NOT NULL, version BIGINT NOT NULL, seq INT NOT NULL, data pg_catalog.bytea NOT NULL, " +
-			"PRIMARY KEY (" + lead + "message_id, version, seq))",
 	}
+	if createdIndex {
+		out = append(out, "CREATE INDEX IF NOT EXISTS "+quote(IndexName(t, "created"))+" ON "+q+" ("+lead+"created)")
+	}
+	return append(out,
+		"CREATE INDEX IF NOT EXISTS "+quote(IndexName(t, "updated"))+" ON "+q+" ("+lead+"updated)",
+		"CREATE TABLE IF NOT EXISTS "+t.Chunks().Sanitize()+" ("+tenantCol+
+			"message_id VARCHAR(255) NOT NULL, version BIGINT NOT NULL, seq INT NOT NULL, data pg_catalog.bytea NOT NULL, "+
+			"PRIMARY KEY ("+lead+"message_id, version, seq))",
+	)
+}
+
+// createdIndex is the created index of message table t, schema-qualified
+// and quoted.
+func createdIndex(t schema.Table) string {
+	return schema.Table{Schema: t.Schema, Name: IndexName(t, "created")}.Sanitize()
 }
 
 // MetaTable returns the statements that create the metadata table of
@@ -237,7 +254,7 @@ func Objects(p schema.Placement) []Step {
 	if p.OwnSchema() {
 		stmts = append(stmts, Schema(p.Table.Schema))
 	}
-	stmts = append(stmts, Table(p.Table, false)...)
+	stmts = append(stmts, table(p.Table, false, false)...)
 	return append(steps(stmts...), Migrate(0, p.Table, false)...)
 }
 
@@ -245,7 +262,7 @@ func Objects(p schema.Placement) []Step {
 // metadata tables and its schema, at the current version, or bring them
 // there.
 func Shared(t schema.Table) []Step {
-	stmts := append([]string{Schema(t.Schema)}, Table(t, true)...)
+	stmts := append([]string{Schema(t.Schema)}, table(t, true, false)...)
 	return append(steps(stmts...), Migrate(0, t, true)...)
 }
 
@@ -274,7 +291,7 @@ func DropSchema(name string) string { return "DROP SCHEMA IF EXISTS " + quote(na
 // Exists reports whether table t exists.
 func Exists(ctx context.Context, db pg.DB, t schema.Table) (bool, error) {
 	var exists bool
-	err := db.QueryRow(ctx, "SELECT pg_catalog.to_regclass($1::pg_catalog.text) IS NOT NULL", t.Sanitize()).Scan(&exists)
+	err := db.QueryRow(ctx, existsSQL, t.Sanitize()).Scan(&exists)
 	return exists, err
 }
 
@@ -290,6 +307,19 @@ func EnsureTable(ctx context.Context, db pg.DB, t schema.Table) error {
 	return pg.InTx(ctx, db, "table:"+t.String(), func(tx pgx.Tx) error {
 		return Run(ctx, tx, steps(append([]string{Schema(t.Schema)}, Table(t, false)...)...)...)
 	})
+}
+
+// existsSQL is Exists's query.
+const existsSQL = "SELECT pg_catalog.to_regclass($1::pg_catalog.text) IS NOT NULL"
+
+// EnsureStatements returns the statements of EnsureTable for t, named, in
+// order (for the golden files): the check, then the DDL.
+func EnsureStatements(t schema.Table) []stmt.Named {
+	out := []stmt.Named{{Name: "ddl.ensure.exists", SQL: existsSQL, Params: []string{"relation"}}}
+	for i, sql := range append([]string{Schema(t.Schema)}, Table(t, false)...) {
+		out = append(out, stmt.Named{Name: fmt.Sprintf("ddl.ensure.%d", i+1), SQL: sql})
+	}
+	return out
 }
 
 // IndexName returns the name of t's index on column: idx_<table>_<column>,

@@ -45,6 +45,18 @@ var migrations = []migration{
 			return sharedState(t, shared, RegistryTable.Sanitize(), schema.Layout{Mode: schema.SharedTable, Base: t}.Store())
 		},
 	},
+	{
+		version: 6,
+		name:    "no created index on a tenant's message table: no statement reads it, and every store paid for it",
+		step: func(t schema.Table, _ bool) Step {
+			idx := createdIndex(t)
+			return Step{
+				Done:     "SELECT pg_catalog.to_regclass($1::pg_catalog.text) IS NULL",
+				DoneArgs: []any{idx},
+				SQL:      []string{"DROP INDEX IF EXISTS " + idx},
+			}
+		},
+	},
 }
 
 // RegistryTable is the tenant registry, pgtenant.tenants.

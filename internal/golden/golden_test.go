@@ -77,10 +77,7 @@ func files(t *testing.T) map[string][]stmt.Named {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, s := range ddl.Statements(schema.Placement{Mode: schema.TablePerTenant, Table: schema.Table{Schema: "public", Name: "retryspool_data"}}) {
-		backend = append(backend, s)
-	}
-	out["backend"] = backend
+	out["backend"] = append(backend, ddl.EnsureStatements(schema.Table{Schema: "public", Name: "retryspool_data"})...)
 	plumbing := changes.Statements()
 	plumbing = append(plumbing, stmt.Named{Name: "pg.lock", SQL: pg.LockSQL, Params: []string{"key"}},
 		stmt.Named{Name: "pg.lock_timeout", SQL: pg.LockTimeoutSQL, Params: []string{"timeout"}},

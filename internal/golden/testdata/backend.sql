@@ -172,47 +172,23 @@ WITH f AS (SELECT message_id, created, updated, priority, attempts FROM "public"
 SELECT (SELECT pg_catalog.count(*) FROM f),
 	ARRAY(SELECT message_id FROM f ORDER BY attempts DESC, message_id DESC LIMIT $3::BIGINT OFFSET $4::BIGINT);
 
--- ddl.step1.1
+-- ddl.ensure.exists ($1=relation)
+SELECT pg_catalog.to_regclass($1::pg_catalog.text) IS NOT NULL;
+
+-- ddl.ensure.1
+CREATE SCHEMA IF NOT EXISTS "public";
+
+-- ddl.ensure.2
 CREATE TABLE IF NOT EXISTS "public"."retryspool_data" (message_id VARCHAR(255) NOT NULL PRIMARY KEY, data pg_catalog.bytea NOT NULL, size BIGINT NOT NULL, created pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(), updated pg_catalog.timestamptz NOT NULL DEFAULT pg_catalog.now(), chunked_version BIGINT);
 
--- ddl.step1.2
+-- ddl.ensure.3
 ALTER TABLE "public"."retryspool_data" ADD COLUMN IF NOT EXISTS chunked_version BIGINT;
 
--- ddl.step1.3
+-- ddl.ensure.4
 CREATE INDEX IF NOT EXISTS "idx_retryspool_data_created" ON "public"."retryspool_data" (created);
 
--- ddl.step1.4
+-- ddl.ensure.5
 CREATE INDEX IF NOT EXISTS "idx_retryspool_data_updated" ON "public"."retryspool_data" (updated);
 
--- ddl.step1.5
+-- ddl.ensure.6
 CREATE TABLE IF NOT EXISTS "public"."c_retryspool_data" (message_id VARCHAR(255) NOT NULL, version BIGINT NOT NULL, seq INT NOT NULL, data pg_catalog.bytea NOT NULL, PRIMARY KEY (message_id, version, seq));
-
--- ddl.step2.1
-ALTER TABLE "public"."retryspool_data" SET (autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05);
-
--- ddl.step2.2
-ALTER TABLE "public"."c_retryspool_data" SET (autovacuum_vacuum_scale_factor = 0.05);
-
--- ddl.step3.1
-CREATE TABLE IF NOT EXISTS "public"."m_retryspool_data" (message_id VARCHAR(255) NOT NULL, meta_id pg_catalog.bytea NOT NULL, state SMALLINT NOT NULL, attempts BIGINT NOT NULL, max_attempts BIGINT NOT NULL, next_retry pg_catalog.timestamptz NOT NULL, created pg_catalog.timestamptz NOT NULL, updated pg_catalog.timestamptz NOT NULL, last_error pg_catalog.bytea NOT NULL, size BIGINT NOT NULL, priority BIGINT NOT NULL, headers pg_catalog.bytea[], retry_policy pg_catalog.bytea NOT NULL, PRIMARY KEY (message_id));
-
--- ddl.step3.2
-CREATE INDEX IF NOT EXISTS "idx_m_retryspool_data_state" ON "public"."m_retryspool_data" (state, created, message_id);
-
--- ddl.step3.3
-ALTER TABLE "public"."m_retryspool_data" SET (autovacuum_vacuum_scale_factor = 0.05, autovacuum_analyze_scale_factor = 0.05);
-
--- ddl.step4.done ($1=relation)
-SELECT COALESCE((SELECT atttypid OPERATOR(pg_catalog.=) 'pg_catalog.bytea'::pg_catalog.regtype FROM pg_catalog.pg_attribute WHERE attrelid OPERATOR(pg_catalog.=) pg_catalog.to_regclass($1::pg_catalog.text) AND attname OPERATOR(pg_catalog.=) 'last_error'), true);
-
--- ddl.step4.1
-ALTER TABLE "public"."m_retryspool_data" ALTER COLUMN meta_id TYPE pg_catalog.bytea USING pg_catalog.convert_to(meta_id, 'UTF8'), ALTER COLUMN last_error TYPE pg_catalog.bytea USING pg_catalog.convert_to(last_error, 'UTF8'), ALTER COLUMN retry_policy TYPE pg_catalog.bytea USING pg_catalog.convert_to(retry_policy, 'UTF8'), ALTER COLUMN attempts TYPE BIGINT, ALTER COLUMN max_attempts TYPE BIGINT, ALTER COLUMN priority TYPE BIGINT, ADD COLUMN header_pairs pg_catalog.bytea[];
-
--- ddl.step4.2
-UPDATE "public"."m_retryspool_data" h SET header_pairs = COALESCE((SELECT pg_catalog.array_agg(x ORDER BY k COLLATE "C", o) FROM (SELECT e.key AS k, 0 AS o, pg_catalog.convert_to(e.key, 'UTF8') AS x FROM pg_catalog.jsonb_each_text(h.headers) e UNION ALL SELECT e.key, 1, pg_catalog.convert_to(e.value, 'UTF8') FROM pg_catalog.jsonb_each_text(h.headers) e) s), '{}'::pg_catalog.bytea[]) WHERE h.headers IS NOT NULL;
-
--- ddl.step4.3
-ALTER TABLE "public"."m_retryspool_data" DROP COLUMN headers;
-
--- ddl.step4.4
-ALTER TABLE "public"."m_retryspool_data" RENAME COLUMN header_pairs TO headers;

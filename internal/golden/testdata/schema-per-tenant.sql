@@ -262,12 +262,9 @@ CREATE TABLE IF NOT EXISTS "t_acme"."retryspool_data" (message_id VARCHAR(255) N
 ALTER TABLE "t_acme"."retryspool_data" ADD COLUMN IF NOT EXISTS chunked_version BIGINT;
 
 -- ddl.step1.4
-CREATE INDEX IF NOT EXISTS "idx_retryspool_data_created" ON "t_acme"."retryspool_data" (created);
-
--- ddl.step1.5
 CREATE INDEX IF NOT EXISTS "idx_retryspool_data_updated" ON "t_acme"."retryspool_data" (updated);
 
--- ddl.step1.6
+-- ddl.step1.5
 CREATE TABLE IF NOT EXISTS "t_acme"."c_retryspool_data" (message_id VARCHAR(255) NOT NULL, version BIGINT NOT NULL, seq INT NOT NULL, data pg_catalog.bytea NOT NULL, PRIMARY KEY (message_id, version, seq));
 
 -- ddl.step2.1
@@ -299,3 +296,9 @@ ALTER TABLE "t_acme"."m_retryspool_data" DROP COLUMN headers;
 
 -- ddl.step4.4
 ALTER TABLE "t_acme"."m_retryspool_data" RENAME COLUMN header_pairs TO headers;
+
+-- ddl.step6.done ($1=relation)
+SELECT pg_catalog.to_regclass($1::pg_catalog.text) IS NULL;
+
+-- ddl.step6.1
+DROP INDEX IF EXISTS "t_acme"."idx_retryspool_data_created";

@@ -270,12 +270,9 @@ CREATE TABLE IF NOT EXISTS "public"."retryspool_data" (tenant_id pg_catalog.text
 ALTER TABLE "public"."retryspool_data" ADD COLUMN IF NOT EXISTS chunked_version BIGINT;
 
 -- ddl.step1.4
-CREATE INDEX IF NOT EXISTS "idx_retryspool_data_created" ON "public"."retryspool_data" (tenant_id, created);
-
--- ddl.step1.5
 CREATE INDEX IF NOT EXISTS "idx_retryspool_data_updated" ON "public"."retryspool_data" (tenant_id, updated);
 
--- ddl.step1.6
+-- ddl.step1.5
 CREATE TABLE IF NOT EXISTS "public"."c_retryspool_data" (tenant_id pg_catalog.text NOT NULL, message_id VARCHAR(255) NOT NULL, version BIGINT NOT NULL, seq INT NOT NULL, data pg_catalog.bytea NOT NULL, PRIMARY KEY (tenant_id, message_id, version, seq));
 
 -- ddl.step2.1
@@ -319,3 +316,9 @@ CREATE UNIQUE INDEX IF NOT EXISTS "idx_s_retryspool_data_state" ON "public"."s_r
 
 -- ddl.step5.3
 INSERT INTO "public"."s_retryspool_data" (tenant_id, state) SELECT tenant_id, state FROM "pgtenant"."tenants" WHERE store OPERATOR(pg_catalog.=) 'shared-table:public.retryspool_data' ON CONFLICT DO NOTHING;
+
+-- ddl.step6.done ($1=relation)
+SELECT pg_catalog.to_regclass($1::pg_catalog.text) IS NULL;
+
+-- ddl.step6.1
+DROP INDEX IF EXISTS "public"."idx_retryspool_data_created";

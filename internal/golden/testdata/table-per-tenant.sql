@@ -256,12 +256,9 @@ CREATE TABLE IF NOT EXISTS "public"."t_acme" (message_id VARCHAR(255) NOT NULL P
 ALTER TABLE "public"."t_acme" ADD COLUMN IF NOT EXISTS chunked_version BIGINT;
 
 -- ddl.step1.3
-CREATE INDEX IF NOT EXISTS "idx_t_acme_created" ON "public"."t_acme" (created);
-
--- ddl.step1.4
 CREATE INDEX IF NOT EXISTS "idx_t_acme_updated" ON "public"."t_acme" (updated);
 
--- ddl.step1.5
+-- ddl.step1.4
 CREATE TABLE IF NOT EXISTS "public"."c_t_acme" (message_id VARCHAR(255) NOT NULL, version BIGINT NOT NULL, seq INT NOT NULL, data pg_catalog.bytea NOT NULL, PRIMARY KEY (message_id, version, seq));
 
 -- ddl.step2.1
@@ -293,3 +290,9 @@ ALTER TABLE "public"."m_t_acme" DROP COLUMN headers;
 
 -- ddl.step4.4
 ALTER TABLE "public"."m_t_acme" RENAME COLUMN header_pairs TO headers;
+
+-- ddl.step6.done ($1=relation)
+SELECT pg_catalog.to_regclass($1::pg_catalog.text) IS NULL;
+
+-- ddl.step6.1
+DROP INDEX IF EXISTS "public"."idx_t_acme_created";
