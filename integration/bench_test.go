@@ -264,10 +264,17 @@ func compareRoundsFor(b *testing.B, rounds int, d time.Duration, names []string,
 			}
 		}
 	}
+	// quantile interpolates linearly between the closest ranks, so that
+	// with few rounds p25 and p75 differ from the median.
 	quantile := func(v []float64, q float64) float64 {
 		v = slices.Clone(v)
 		slices.Sort(v)
-		return v[int(q*float64(len(v)-1)+0.5)]
+		pos := q * float64(len(v)-1)
+		lo := int(pos)
+		if lo+1 >= len(v) {
+			return v[lo]
+		}
+		return v[lo] + (pos-float64(lo))*(v[lo+1]-v[lo])
 	}
 	for k, name := range names {
 		b.ReportMetric(quantile(rates[k], 0.5), name+"-ops/s")
