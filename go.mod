@@ -14,8 +14,10 @@ require (
 	go.opentelemetry.io/otel/metric v1.44.0
 	go.opentelemetry.io/otel/sdk/metric v1.44.0
 	go.uber.org/goleak v1.3.0
+	golang.org/x/term v0.47.0
 	gonum.org/v1/plot v0.17.0
 	schneider.vip/retryspool/storage/data v0.0.3
+	schneider.vip/retryspool/storage/meta v0.0.5
 )
 
 require (
@@ -80,7 +82,5 @@ require (
 	golang.org/x/image v0.30.0 // indirect
 	golang.org/x/sync v0.25.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
-	golang.org/x/term v0.47.0 // indirect
 	golang.org/x/text v0.43.0 // indirect
-	schneider.vip/retryspool/storage/meta v0.0.5 // indirect
 )

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/pgtenant/pgtenant/tenant"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -121,18 +120,16 @@ func benchCmd(o *options) *cobra.Command {
 				return err
 			}
 			total := len(plan.tenants) * len(plan.sizes) * len(plan.concs) * len(plan.modes)
-			bar := progressbar.NewOptions(total, progressbar.OptionSetWriter(o.stderr),
-				progressbar.OptionSetDescription("benchmarking"), progressbar.OptionShowCount())
+			bar := newProgress(o.stderr, "benchmarking", total)
 			var results []benchResult
 			for _, mode := range plan.modes {
-				res, err := benchMode(cmd.Context(), o, dsn, mode, plan, func() { _ = bar.Add(1) })
+				res, err := benchMode(cmd.Context(), o, dsn, mode, plan, bar.add)
 				results = append(results, res...)
 				if err != nil {
 					return err
 				}
 			}
-			_ = bar.Finish()
-			fmt.Fprintln(o.stderr)
+			bar.finish()
 			printBench(o.stdout, results)
 			if fl.csv != "" {
 				if err := writeBenchCSV(fl.csv, results); err != nil {

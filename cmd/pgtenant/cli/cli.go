@@ -13,7 +13,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 )
 
@@ -197,18 +196,16 @@ func migrateCmd(o *options) *cobra.Command {
 				return err
 			}
 			defer r.Close()
-			var bar *progressbar.ProgressBar
+			var bar *progress
 			res, err := r.MigrateAll(cmd.Context(), tenant.BatchOptions{Concurrency: concurrency,
 				Progress: func(done, total int, _ string, _ error) {
 					if bar == nil {
-						bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(o.stderr),
-							progressbar.OptionSetDescription("migrating"), progressbar.OptionShowCount())
+						bar = newProgress(o.stderr, "migrating", total)
 					}
-					_ = bar.Set(done)
+					bar.set(done)
 				}})
 			if bar != nil {
-				_ = bar.Finish()
-				fmt.Fprintln(o.stderr)
+				bar.finish()
 			}
 			fmt.Fprintf(o.stdout, "version %d: %d migrated, %d already current, %d failed\n",
 				schema.CurrentVersion, res.Migrated, res.Current, len(res.Failed))

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/pgtenant/pgtenant/tenant"
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 )
 
@@ -220,7 +219,7 @@ func provisionAll(ctx context.Context, r *tenant.Admin, ids []string, concurrenc
 type batchReport struct {
 	o     *options
 	ids   []string
-	bar   *progressbar.ProgressBar
+	bar   *progress
 	lines map[string]string
 	errs  map[string]error
 }
@@ -228,8 +227,7 @@ type batchReport struct {
 func newBatchReport(o *options, what string, ids []string) *batchReport {
 	rep := &batchReport{o: o, ids: ids, lines: map[string]string{}, errs: map[string]error{}}
 	if o != nil && len(ids) > listedOneByOne {
-		rep.bar = progressbar.NewOptions(len(ids), progressbar.OptionSetWriter(o.stderr),
-			progressbar.OptionSetDescription(what), progressbar.OptionShowCount(), progressbar.OptionShowIts())
+		rep.bar = newProgress(o.stderr, what, len(ids))
 	}
 	return rep
 }
@@ -244,9 +242,9 @@ func (rep *batchReport) one(done int, id, line string, err error) {
 		return
 	}
 	if err != nil {
-		fmt.Fprintf(rep.o.stderr, "\n%s: %v\n", id, err)
+		rep.bar.note("%s: %v", id, err)
 	}
-	_ = rep.bar.Set(done)
+	rep.bar.set(done)
 }
 
 // finish prints the lines, or ends the progress bar and prints summary.
@@ -262,8 +260,7 @@ func (rep *batchReport) finish(summary string) {
 			}
 		}
 	default:
-		_ = rep.bar.Finish()
-		fmt.Fprintln(rep.o.stderr)
+		rep.bar.finish()
 		fmt.Fprintln(rep.o.stdout, summary)
 	}
 }
