@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/pgtenant/pgtenant/backend"
+	"github.com/pgtenant/pgtenant/integration/conformance"
 	"github.com/pgtenant/pgtenant/tenant"
 )
 
@@ -49,44 +50,24 @@ func newHost(t testing.TB, f *tenant.Factory) *host {
 // newMeta opens a metadata backend on f, closed when the test ends.
 func newMeta(t testing.TB, f *tenant.Factory) *tenant.MetaBackend {
 	t.Helper()
-	m, err := f.Meta().Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close() })
-	return m
+	return conformance.MustOpen(t, f.Meta().Open)
 }
 
 // newAdmin opens an Admin on f, closed when the test ends.
 func newAdmin(t testing.TB, f *tenant.Factory) *tenant.Admin {
 	t.Helper()
-	a, err := f.OpenAdmin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close() })
-	return a
+	return conformance.MustOpen(t, f.OpenAdmin)
 }
 
 // newRouter opens a Router on f, closed when the test ends.
 func newRouter(t testing.TB, f *tenant.Factory) *tenant.Router {
 	t.Helper()
-	r, err := f.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
-	return r
+	return conformance.MustOpen(t, f.Open)
 }
 
 // newBackend opens the single-table backend of f, closed when the test
 // ends.
 func newBackend(t testing.TB, f *backend.Factory) *backend.Backend {
 	t.Helper()
-	b, err := f.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = b.Close() })
-	return b
+	return conformance.MustOpen(t, f.Open)
 }

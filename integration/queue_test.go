@@ -120,6 +120,15 @@ func TestIdleQueuesCostNoStatements(t *testing.T) {
 			conformance.MustStoreMeta(t, b, bg, "later", md)
 		}
 	}
+	// The views are trusted once the listener hears its first probe;
+	// until then every scan reads the database and nothing is kept.
+	admin := newAdmin(t, f)
+	for deadline := time.Now().Add(10 * time.Second); !admin.PoolStats().Listening; {
+		if time.Now().After(deadline) {
+			t.Fatal("the listener did not hear its probe within 10 s")
+		}
+		time.Sleep(time.Millisecond) // polling the listener's state
+	}
 	for _, b := range backends { // the first scan of each state loads it
 		if _, err := scan(bg, b); err != nil {
 			t.Fatal(err)
@@ -140,11 +149,24 @@ func TestIdleQueuesCostNoStatements(t *testing.T) {
 	ctx, cancel := context.WithCancel(bg)
 	errs := make(chan error, n)
 	done := make(chan struct{})
-	before, probesBefore := counter.n.Load(), counter.notify.Load()
 	go func() { scheduler(ctx, backends, 10*time.Millisecond, seen, errs); close(done) }()
-	idle := time.NewTimer(2 * time.Second)
-	<-idle.C // the measured idle period (the load's duration, not synchronisation)
-	idleStatements, probes := counter.n.Load()-before, counter.notify.Load()-probesBefore
+	// The measured idle period (the load's duration, not synchronisation).
+	// A probe that comes back late (a loaded machine: the suite's other
+	// tests share 2 cores) empties the views, rightly, and the next scans
+	// read the database: such a window is measured again, up to 3 times.
+	// Statements while the views were never dropped fail the test.
+	var idleStatements, probes, dropped int64
+	for window := 1; ; window++ {
+		before, probesBefore, droppedBefore := counter.n.Load(), counter.notify.Load(), admin.PoolStats().ViewsDropped
+		idle := time.NewTimer(2 * time.Second)
+		<-idle.C
+		idleStatements, probes = counter.n.Load()-before, counter.notify.Load()-probesBefore
+		dropped = admin.PoolStats().ViewsDropped - droppedBefore
+		if idleStatements == 0 || dropped == 0 || window == 3 {
+			break
+		}
+		t.Logf("idle window %d: %d statements after the views were dropped %d times (a late probe); measuring again", window, idleStatements, dropped)
+	}
 
 	waitSeen := func(key string, limit time.Duration) time.Time {
 		t.Helper()
@@ -184,7 +206,7 @@ func TestIdleQueuesCostNoStatements(t *testing.T) {
 	t.Logf("%d idle queues: %d statements and %d listener probes in 2 s; a change seen after %v on this host, %v from another; a deferred message handed out %v after it came due",
 		n, idleStatements, probes, local.Round(time.Millisecond), remote.Round(time.Millisecond), dueLate.Round(time.Millisecond))
 	if idleStatements > 0 {
-		t.Errorf("idle queues sent %d statements in 2 s, want none", idleStatements)
+		t.Errorf("idle queues sent %d statements in 2 s (the views dropped %d times meanwhile), want none", idleStatements, dropped)
 	}
 	if probes > 3 {
 		t.Errorf("the listener sent %d probes in 2 s, want one a second", probes)

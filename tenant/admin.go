@@ -199,6 +199,11 @@ type PoolStats struct {
 	ListenerDeaf bool
 	// ListenSessions counts the listener's connections so far.
 	ListenSessions int64
+	// ViewsDropped counts the times the views were emptied because the
+	// listener could no longer vouch for them (one of its probes, sent
+	// every second, came back late, or its connection was lost): until
+	// the next probe returns, scans read the database.
+	ViewsDropped int64
 	// ViewTenants and ViewBytes are what the queue-state views hold.
 	ViewTenants int
 	ViewBytes   int64
@@ -215,7 +220,7 @@ func (a *Admin) PoolStats() PoolStats {
 	v := c.hub.ViewStats()
 	return PoolStats{MaxConns: s.MaxConns, TotalConns: s.TotalConns, AcquiredConns: s.AcquiredConns, IdleConns: s.IdleConns,
 		Groups: groups, Escapes: s.Escapes, Listening: v.Trusted, ListenerDeaf: c.hub.Deaf(), ListenSessions: c.hub.Sessions(),
-		ViewTenants: v.Tenants, ViewBytes: v.Bytes}
+		ViewsDropped: c.hub.Distrusts(), ViewTenants: v.Tenants, ViewBytes: v.Bytes}
 }
 
 // Stats describes one tenant's messages.

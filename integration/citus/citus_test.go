@@ -80,32 +80,17 @@ func forEachMode(t *testing.T, fn func(t *testing.T, mode schema.Isolation)) {
 
 func openAdmin(t testing.TB, f *tenant.Factory) *tenant.Admin {
 	t.Helper()
-	a, err := f.OpenAdmin(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = a.Close() })
-	return a
+	return conformance.MustOpen(t, f.OpenAdmin)
 }
 
 func openRouter(t testing.TB, f *tenant.Factory) *tenant.Router {
 	t.Helper()
-	r, err := f.Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
-	return r
+	return conformance.MustOpen(t, f.Open)
 }
 
 func openMeta(t testing.TB, f *tenant.Factory) *tenant.MetaBackend {
 	t.Helper()
-	m, err := f.Meta().Open(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = m.Close() })
-	return m
+	return conformance.MustOpen(t, f.Meta().Open)
 }
 
 // inspect returns a pool on the coordinator for the tests' own queries.

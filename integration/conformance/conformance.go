@@ -64,6 +64,18 @@ func exercise[B io.Closer](t *testing.T, setup func(t *testing.T) (B, context.Co
 	}
 }
 
+// MustOpen calls open (a Factory's Open, OpenAdmin, Meta().Open...) and
+// fails the test on error; what it opened is closed when the test ends.
+func MustOpen[T io.Closer](t testing.TB, open func(context.Context) (T, error)) T {
+	t.Helper()
+	v, err := open(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = v.Close() })
+	return v
+}
+
 // Random returns n random bytes.
 func Random(t testing.TB, n int) []byte {
 	t.Helper()

@@ -46,6 +46,7 @@ type Hub struct {
 	done      sync.WaitGroup
 	sessions  atomic.Int64 // listening connections opened
 	deaf      atomic.Bool  // the last session never heard a probe
+	distrusts atomic.Int64 // times the views stopped being trusted
 }
 
 // New returns a Hub; it listens once Start is called.
@@ -117,6 +118,12 @@ func (h *Hub) trust() {
 
 func (h *Hub) distrust() {
 	if h.views.trusted.CompareAndSwap(true, false) {
+		h.distrusts.Add(1)
 		h.views.changedAll()
 	}
 }
+
+// Distrusts counts the times the views stopped being trusted while the
+// Hub ran (a probe late, the listening connection lost): each time every
+// view was emptied and scans read the database until a probe came back.
+func (h *Hub) Distrusts() int64 { return h.distrusts.Load() }

@@ -192,3 +192,19 @@ func TestNextRetry(t *testing.T) {
 		t.Fatalf("a deaf connection is retried after %v, want %v", wait, deafRetry)
 	}
 }
+
+// TestDistrustsCountsDrops: the views are counted as dropped once each
+// time they stop being trusted, not for every late probe meanwhile.
+func TestDistrustsCountsDrops(t *testing.T) {
+	h := newTestHub(0, 0)
+	h.distrust()
+	h.distrust() // still untrusted: not a second drop
+	if got := h.Distrusts(); got != 1 {
+		t.Fatalf("Distrusts = %d after one drop, want 1", got)
+	}
+	h.trust()
+	h.distrust()
+	if got, trusted := h.Distrusts(), h.Trusted(); got != 2 || trusted {
+		t.Fatalf("Distrusts = %d (trusted %v) after trust and a second drop, want 2 (false)", got, trusted)
+	}
+}
