@@ -56,13 +56,7 @@ func (p *progress) set(done int) {
 }
 
 // add records one more step done.
-func (p *progress) add() {
-	if p.bar != nil {
-		_ = p.bar.Add(1)
-		return
-	}
-	p.set(p.done + 1)
-}
+func (p *progress) add() { p.set(p.done + 1) }
 
 // note prints a line (an error) without breaking the bar.
 func (p *progress) note(format string, args ...any) {
