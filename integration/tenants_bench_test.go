@@ -195,6 +195,25 @@ func tenantsRun(b *testing.B, mode schema.Isolation, n int, body []byte) {
 			b.Fatal(err)
 		}
 	}
+	// Their server backends exit after the client closes; wait until
+	// they have, so that none is still exiting during the writes.
+	closed := []string{app("plain")}
+	for _, name := range names[2:] {
+		closed = append(closed, app(name))
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		var left int
+		if err := pool.QueryRow(ctx, "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE application_name = ANY($1)", closed).Scan(&left); err != nil {
+			b.Fatal(err)
+		}
+		if left == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("%d backends of the closed variants still there after 30 s", left)
+		}
+		time.Sleep(10 * time.Millisecond) // polling the server's backends
+	}
 	var lat []time.Duration
 	for i := range 200 {
 		ctx := tenant.WithTenant(ctx, fmt.Sprintf("cold-%05d", i))
