@@ -1,7 +1,6 @@
 package integration
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/pgtenant/pgtenant/backend"
 	"github.com/pgtenant/pgtenant/internal/pgtest"
+	"github.com/pgtenant/pgtenant/internal/procmem"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 )
@@ -228,7 +228,7 @@ func backendMemory(b *testing.B, app string) (float64, int, error) {
 	}
 	kbs := make([]int64, 0, len(procs))
 	for _, p := range procs {
-		kb, err := privateKB(p + "/smaps_rollup")
+		kb, err := procmem.PrivateKB(filepath.Base(p))
 		if err != nil {
 			return 0, 0, err
 		}
@@ -260,26 +260,6 @@ func cpuSeconds(procs []string) float64 {
 		}
 	}
 	return float64(ticks) / 100
-}
-
-func privateKB(path string) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	var kb int64
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if f := strings.Fields(s.Text()); len(f) >= 2 && (f[0] == "Private_Clean:" || f[0] == "Private_Dirty:") {
-			v, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return 0, err
-			}
-			kb += v
-		}
-	}
-	return kb, s.Err()
 }
 
 // latencies collects durations from many goroutines.

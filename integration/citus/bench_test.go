@@ -3,13 +3,11 @@
 package citus
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"os"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +16,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/pgtenant/pgtenant/integration/conformance"
+	"github.com/pgtenant/pgtenant/internal/procmem"
 	"github.com/pgtenant/pgtenant/schema"
 	"github.com/pgtenant/pgtenant/tenant"
 	datastorage "schneider.vip/retryspool/storage/data"
@@ -175,7 +174,7 @@ func workerMemory(b *testing.B) (float64, int, error) {
 	var total int64
 	k := 0
 	for _, pid := range pids {
-		kb, err := privateKB("/proc/" + pid + "/smaps_rollup")
+		kb, err := procmem.PrivateKB(pid)
 		if err != nil {
 			continue
 		}
@@ -186,24 +185,4 @@ func workerMemory(b *testing.B) (float64, int, error) {
 		return 0, 0, fmt.Errorf("no worker backend found in /proc")
 	}
 	return float64(total) / 1024 / float64(k), k, nil
-}
-
-func privateKB(path string) (int64, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return 0, err
-	}
-	defer f.Close()
-	var kb int64
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if f := strings.Fields(s.Text()); len(f) >= 2 && (f[0] == "Private_Clean:" || f[0] == "Private_Dirty:") {
-			v, err := strconv.ParseInt(f[1], 10, 64)
-			if err != nil {
-				return 0, err
-			}
-			kb += v
-		}
-	}
-	return kb, s.Err()
 }
